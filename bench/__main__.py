@@ -1,0 +1,62 @@
+"""Run the benchmarks: python -m bench [--quick] [NAME ...]"""
+
+import argparse
+import importlib
+import json
+import pkgutil
+import platform
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def format_table(table):
+    cols = table["columns"]
+    rows = [[str(c) for c in row] for row in table["rows"]]
+    widths = [max(len(str(c)), *(len(r[i]) for r in rows)) if rows else len(str(c))
+              for i, c in enumerate(cols)]
+    line = lambda cells: "| " + " | ".join(s.ljust(w) for s, w in zip(cells, widths)) + " |"
+    out = ["### " + table["title"], "", line([str(c) for c in cols]),
+           "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    out += [line(r) for r in rows]
+    if table.get("notes"):
+        out += ["", table["notes"]]
+    return "\n".join(out) + "\n"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    ap.add_argument("names", nargs="*", help="run only these (e.g. negative_list)")
+    ap.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    args = ap.parse_args(argv)
+    pkg = Path(__file__).resolve().parent
+    names = sorted(m.name[len("bench_"):] for m in pkgutil.iter_modules([str(pkg)])
+                   if m.name.startswith("bench_"))
+    if args.names:
+        unknown = set(args.names) - set(names)
+        if unknown:
+            ap.error("unknown benchmark(s): %s (have: %s)" % (", ".join(sorted(unknown)),
+                                                              ", ".join(names)))
+        names = args.names
+    RESULTS.mkdir(exist_ok=True)
+    tables = []
+    for name in names:
+        print("== bench %s" % name, file=sys.stderr, flush=True)
+        t0 = time.monotonic()
+        mod = importlib.import_module("bench.bench_" + name)
+        for table in mod.run(quick=args.quick):
+            table["bench"] = name
+            tables.append(table)
+            print(format_table(table), flush=True)
+        print("   (%s took %.1f s)" % (name, time.monotonic() - t0), file=sys.stderr)
+    header = "# Benchmark results\n\n%s, Python %s, %s\n\n" % (
+        time.strftime("%Y-%m-%d %H:%M:%S"), platform.python_version(), platform.machine())
+    (RESULTS / "results.md").write_text(header + "\n".join(format_table(t) for t in tables))
+    (RESULTS / "results.json").write_text(json.dumps(tables, indent=1))
+    print("written: %s" % (RESULTS / "results.md"))
+
+
+if __name__ == "__main__":
+    main()

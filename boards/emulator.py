@@ -1,0 +1,24 @@
+"""Emulated board: the firmware in the MicroPython unix port on a PC.
+
+Every buffer and table in the firmware is sized from a board file like this
+one; on a real board it is flashed as `board.py`.
+"""
+
+NAME = "emulator"
+MCU = "unix"
+# -X heapsize for the unix port; the same cap as the Pico's usable heap budget.
+HEAP_SIZE = 64 * 1024
+# File-backed LittleFS2 image: 16 MB like an ESP32-S3 module, so the default
+# image holds a 1,000,000-entry negative list.
+FLASH_SIZE = 16 * 1024 * 1024
+FLASH_BLOCK_SIZE = 4096
+# Host link: largest frame payload either side sends or accepts.
+MAX_FRAME = 1024
+# Capacities of the fixed-size tables.
+LIST_CAPACITY = 1_000_000
+COUNTER_CAPACITY = 512
+JOURNAL_CAPACITY = 20_000
+# NFC: nfcpy's UDP link (host, port) as the RF field.
+NFC = "udp"
+NFC_UDP_HOST = "127.0.0.1"
+NFC_UDP_PORT = 0  # 0 = no RF field attached unless the launcher gives one
