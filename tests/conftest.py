@@ -69,3 +69,29 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "hil" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def keyring_path(tmp_path, monkeypatch):
+    path = tmp_path / "keyring.json"
+    monkeypatch.setenv("TERMCTL_KEYRING", str(path))
+    return path
+
+
+@pytest.fixture
+def emulated_board(tmp_path, keyring_path):
+    """Factory: start an emulated board on a flash image in tmp_path; all are
+    stopped at the end of the test."""
+    from host_tools.emulator import Emulator
+
+    started = []
+
+    def start(name="board", **kwargs):
+        emu = Emulator(flash=tmp_path / f"{name}.img", **kwargs)
+        emu.start()
+        started.append(emu)
+        return emu
+
+    yield start
+    for emu in started:
+        emu.stop()

@@ -1,6 +1,6 @@
 """The one place where MicroPython and CPython differ for firmware modules.
 
-    from terminal.compat import const, ticks_ms, ticks_diff, ticks_add, Aes
+    from terminal.compat import const, ticks_ms, ticks_diff, ticks_add, Aes, mem_alloc
 
 `const` is recognised by the MicroPython compiler by name, so `_X = const(3)`
 in a module that imports it from here still costs no RAM on the board.
@@ -58,3 +58,14 @@ except ImportError:  # CPython
 
         def encrypt(self, src, dst):
             dst[:16] = self._enc.update(bytes(src[:16]))
+
+
+try:
+    from gc import mem_alloc, mem_free  # type: ignore[attr-defined]
+except ImportError:  # CPython has no fixed heap: report -1 ("not measured")
+
+    def mem_alloc():  # type: ignore[no-redef]
+        return -1
+
+    def mem_free():  # type: ignore[no-redef]
+        return -1

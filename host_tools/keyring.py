@@ -1,0 +1,70 @@
+"""The host's keyring: each terminal's key and the last request counter used.
+
+    ring = Keyring.open()                 # $TERMCTL_KEYRING or ~/.config/termctl/keyring.json
+    ring.add(0x1a2b3c4d, key32, note="emulator flash.img")
+    key, counter = ring.get(0x1a2b3c4d)
+    ring.set_counter(0x1a2b3c4d, counter + 1)
+
+A JSON file, mode 0600, replaced atomically on every change.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from host_tools.errors import ToolError
+
+
+def default_path() -> Path:
+    env = os.environ.get("TERMCTL_KEYRING")
+    if env:
+        return Path(env)
+    base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return base / "termctl" / "keyring.json"
+
+
+class Keyring:
+    def __init__(self, path: Path, data: dict):
+        self.path = path
+        self.data = data
+
+    @classmethod
+    def open(cls, path: Path | str | None = None) -> Keyring:
+        p = Path(path) if path else default_path()
+        if not p.exists():
+            return cls(p, {"terminals": {}})
+        try:
+            data = json.loads(p.read_text())
+            if not isinstance(data.get("terminals"), dict):
+                raise ValueError("no 'terminals' table")
+        except (OSError, ValueError) as e:
+            raise ToolError(f"keyring {p} is unreadable: {e}") from None
+        return cls(p, data)
+
+    def _save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".keyring.")
+        with os.fdopen(fd, "w") as f:
+            json.dump(self.data, f, indent=1, sort_keys=True)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, self.path)
+
+    def add(self, terminal_id: int, key: bytes, note: str = "") -> None:
+        self.data["terminals"]["%08x" % terminal_id] = {
+            "key": key.hex(), "counter": 0, "note": note}
+        self._save()
+
+    def get(self, terminal_id: int) -> tuple[bytes, int]:
+        entry = self.data["terminals"].get("%08x" % terminal_id)
+        if entry is None:
+            raise ToolError(
+                f"no key for terminal {terminal_id:08x} in keyring {self.path} "
+                "(emulated boards add theirs at first start; real boards at `make flash`)")
+        return bytes.fromhex(entry["key"]), int(entry.get("counter", 0))
+
+    def set_counter(self, terminal_id: int, counter: int) -> None:
+        self.data["terminals"]["%08x" % terminal_id]["counter"] = counter
+        self._save()

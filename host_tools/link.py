@@ -1,0 +1,217 @@
+"""The host's end of the link to one terminal, over pyserial.
+
+    with TerminalLink.open("/dev/pts/5") as t:     # or /dev/ttyACM0, socket://..., loop://
+        print(t.status()["clock"])
+        t.call_signed(protocol.CMD_TIME_SET, (1_790_000_000).to_bytes(8, "little"))
+
+Ports are opened with `serial.serial_for_url`, so any pyserial URL works. A
+port that does not answer, or answers with something other than the terminal
+protocol (a bare MicroPython REPL, say), gives a one-line ToolError naming
+the port and what was expected.
+"""
+
+from __future__ import annotations
+
+import time
+
+import serial
+from terminal import frame, protocol
+
+from host_tools.errors import ToolError
+from host_tools.keyring import Keyring
+
+MAX_FRAME = 1024  # the largest MAX_FRAME of any board file
+
+ERROR_NAMES = {
+    protocol.ERR_CHECKSUM: "bad checksum",
+    protocol.ERR_UNKNOWN_COMMAND: "unknown command",
+    protocol.ERR_MALFORMED: "malformed request",
+    protocol.ERR_BAD_MAC: "bad MAC",
+    protocol.ERR_REPLAY: "replayed counter",
+    protocol.ERR_INVALID: "invalid value",
+    protocol.ERR_STATE: "wrong state",
+    protocol.ERR_INTERNAL: "internal error",
+    protocol.ERR_FULL: "full",
+}
+
+
+def request(cmd, req, body=b""):
+    """an unauthenticated request payload."""
+    return bytes((cmd, req & 0xFF, (req >> 8) & 0xFF)) + bytes(body)
+
+
+def signed_request(auth, cmd, req, counter, args=b""):
+    """an authenticated request payload (counter, args, MAC)."""
+    msg = bytes((cmd, req & 0xFF, (req >> 8) & 0xFF)) + counter.to_bytes(8, "little") + args
+    return msg + auth.sign(msg)
+
+
+def parse_kv(text):
+    """'a=1\nb=x' -> {'a': '1', 'b': 'x'} (status and params replies)."""
+    out = {}
+    for line in text.split("\n"):
+        eq = line.find("=")
+        if eq > 0:
+            out[line[:eq]] = line[eq + 1 :]
+    return out
+
+
+class TerminalLink:
+    def __init__(self, ser, name: str, timeout: float = 2.0, keyring: Keyring | None = None):
+        self.ser = ser
+        self.name = name
+        self.timeout = timeout
+        self._keyring = keyring
+        self.rx = frame.FrameReader(MAX_FRAME)
+        self._req = int(time.monotonic() * 1000) & 0xFFFF
+        self._status: dict[str, str] | None = None
+        self.events: list[tuple[int, int, bytes]] = []  # (evt, seq, body) seen while waiting
+        self._seen = bytearray()  # raw bytes seen while waiting, for diagnosing a non-terminal
+
+    @classmethod
+    def open(cls, port: str | None, timeout: float = 2.0,
+             keyring: Keyring | None = None) -> TerminalLink:
+        if not port:
+            raise ToolError("no port given: use --port PORT or set TERMCTL_PORT")
+        try:
+            ser = serial.serial_for_url(port, baudrate=115200, timeout=0.02, write_timeout=5)
+        except (serial.SerialException, OSError, ValueError) as e:
+            raise ToolError(f"cannot open {port}: {e}") from None
+        try:
+            ser.reset_input_buffer()
+        except (serial.SerialException, OSError):
+            pass
+        return cls(ser, port, timeout, keyring)
+
+    def close(self) -> None:
+        self.ser.close()
+
+    def __enter__(self) -> TerminalLink:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def keyring(self) -> Keyring:
+        if self._keyring is None:
+            self._keyring = Keyring.open()
+        return self._keyring
+
+    # -- raw exchange ---------------------------------------------------------
+
+    def send_payload(self, payload: bytes) -> None:
+        try:
+            self.ser.write(frame.encode(payload))
+        except (serial.SerialException, OSError) as e:
+            raise ToolError(f"{self.name}: write failed: {e}") from None
+
+    def _next_req(self) -> int:
+        self._req = (self._req + 1) & 0xFFFF
+        return self._req
+
+    def read_frame(self, deadline: float) -> bytes | None:
+        """The next good frame's payload, or None at the deadline."""
+        while True:
+            kind, payload = self.rx.pop()
+            if kind == frame.FRAME:
+                return bytes(payload)
+            if kind == frame.CORRUPT:
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            try:
+                data = self.ser.read(max(1, min(self.ser.in_waiting, 4096)))
+            except (serial.SerialException, OSError) as e:
+                raise ToolError(f"{self.name}: read failed: {e}") from None
+            if data:
+                if len(self._seen) < 256:
+                    self._seen += data[:256]
+                self.rx.feed(data)
+
+    def exchange(self, cmd: int, req: int, payload: bytes,
+                 timeout: float | None = None) -> tuple[int, bytes]:
+        """Send one request payload and wait for its reply: (status, body)."""
+        self._seen = bytearray()
+        self.send_payload(payload)
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            got = self.read_frame(deadline)
+            if got is None:
+                raise ToolError(self._silence_message())
+            if len(got) < 3:
+                continue
+            kind, seq = got[0], protocol.u16(got, 1)
+            if kind & protocol.REPLY_BIT:
+                if kind == protocol.CMD_FRAME_ERROR | protocol.REPLY_BIT:
+                    continue  # the terminal saw a corrupt frame (maybe an old one of ours)
+                if kind == cmd | protocol.REPLY_BIT and seq == req and len(got) >= 4:
+                    return got[3], got[4:]
+            elif kind & protocol.EVENT_BIT:
+                self.events.append((kind & 0x3F, seq, got[3:]))
+
+    def _silence_message(self) -> str:
+        seen = bytes(self._seen)
+        if b">>>" in seen or b"MicroPython" in seen or b"Traceback" in seen:
+            return (f"{self.name}: a MicroPython REPL answered, not the terminal firmware "
+                    "(expected framed terminal replies; flash it with `make flash`)")
+        if seen:
+            return (f"{self.name}: answered with something other than the terminal protocol "
+                    f"(got {seen[:40]!r}; expected framed terminal replies)")
+        return (f"{self.name}: no answer within {self.timeout:g} s "
+                "(expected the terminal firmware's framed reply)")
+
+    # -- commands -------------------------------------------------------------
+
+    def call(self, cmd: int, body: bytes = b"", timeout: float | None = None) -> bytes:
+        req = self._next_req()
+        status, reply = self.exchange(cmd, req, request(cmd, req, body), timeout)
+        return self._check(cmd, status, reply)
+
+    def call_signed(self, cmd: int, args: bytes = b"", timeout: float | None = None) -> bytes:
+        st = self.status(cached=True)
+        if st.get("provisioned") != "1":
+            raise ToolError(f"{self.name}: terminal {st.get('terminal_id')} has no key yet")
+        tid = int(st["terminal_id"], 16)
+        key, counter = self.keyring.get(tid)
+        # The terminal's counter is public; taking the max keeps two hosts (or a
+        # lost keyring) from being refused as replays.
+        counter = max(counter, int(st.get("auth_counter", "0"))) + 1
+        self.keyring.set_counter(tid, counter)
+        st["auth_counter"] = str(counter)
+        auth = protocol.Authenticator(key, tid)
+        req = self._next_req()
+        payload = signed_request(auth, cmd, req, counter, args)
+        status, reply = self.exchange(cmd, req, payload, timeout)
+        return self._check(cmd, status, reply)
+
+    def _check(self, cmd: int, status: int, reply: bytes) -> bytes:
+        if status != protocol.OK:
+            what = ERROR_NAMES.get(status, f"error {status}")
+            raise ToolError(f"{self.name}: terminal refused ({what}): "
+                            f"{reply.decode(errors='replace')}")
+        return reply
+
+    def status(self, cached: bool = False) -> dict[str, str]:
+        if cached and self._status is not None:
+            return self._status
+        text = self.call(protocol.CMD_STATUS).decode()
+        fields = parse_kv(text)
+        notes = [line[5:] for line in text.split("\n") if line.startswith("note=")]
+        if notes:
+            fields["note"] = "; ".join(notes)
+        self._status = fields
+        return fields
+
+    def params(self) -> dict[str, int]:
+        return {k: int(v) for k, v in
+                parse_kv(self.call(protocol.CMD_PARAMS_GET).decode()).items()}
+
+    def set_params(self, assignments: dict[str, int]) -> str:
+        text = "\n".join(f"{k}={v}" for k, v in assignments.items())
+        return self.call_signed(protocol.CMD_PARAMS_SET, text.encode()).decode()
+
+    def set_time(self, unix_seconds: int) -> str:
+        return self.call_signed(protocol.CMD_TIME_SET, int(unix_seconds).to_bytes(8, "little")
+                                ).decode()

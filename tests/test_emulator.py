@@ -1,0 +1,238 @@
+"""The emulated board end to end: the firmware in the MicroPython unix port,
+its flash a LittleFS2 image in a file, its serial port a pty opened with
+pyserial by the host library."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import serial
+
+from host_tools.errors import ToolError
+from host_tools.keyring import Keyring
+from host_tools.link import TerminalLink, request
+from terminal import frame, protocol
+
+
+def test_boots_under_the_board_heap_cap_and_reports_status(emulated_board):
+    emu = emulated_board()
+    with TerminalLink.open(emu.port) as t:
+        st = t.status()
+    assert st["board"] == "emulator"
+    assert st["platform"] == "unix"
+    assert st["provisioned"] == "1"
+    assert int(st["terminal_id"], 16) == emu.terminal_id
+    heap_used, heap_free = int(st["heap_used"]), int(st["heap_free"])
+    # gc.mem_alloc + gc.mem_free is the heap the unix port was given, so the
+    # firmware really runs under the board's cap
+    assert heap_used + heap_free <= emu.heap
+    assert heap_used > 0
+    assert int(st["flash_total"]) == 16 * 1024 * 1024
+    assert st["clock"] == "unset"
+
+
+def test_time_and_params_persist_across_restart(emulated_board, tmp_path):
+    emu = emulated_board()
+    with TerminalLink.open(emu.port) as t:
+        shown = t.set_time(1_800_000_000)
+        assert shown.startswith("2027-01-15T")
+        t.set_params({"floor_limit": 8000, "decline_limit": 5})
+        st = t.status()
+        assert st["clock"].startswith("2027-01-15T")
+    emu.stop()
+    emu.start()
+    with TerminalLink.open(emu.port) as t:
+        p = t.params()
+        st = t.status()
+    assert (p["floor_limit"], p["decline_limit"], p["version"]) == (8000, 5, 1)
+    assert st["auth_counter"] == "2"
+    assert st["clock"] == "unset"  # no RTC: the host sets the clock after a reboot
+
+
+def test_power_cut_keeps_last_good_state(emulated_board):
+    emu = emulated_board()
+    with TerminalLink.open(emu.port) as t:
+        t.set_params({"floor_limit": 7000})
+    emu.kill()  # SIGKILL: no unmount, as a power cut
+    emu.start()
+    with TerminalLink.open(emu.port) as t:
+        assert t.params()["floor_limit"] == 7000
+
+
+def test_invalid_and_forged_requests_change_nothing(emulated_board):
+    emu = emulated_board()
+    with TerminalLink.open(emu.port) as t:
+        before = t.params()
+        with pytest.raises(ToolError, match="out of range"):
+            t.set_params({"floor_limit": -5})
+        with pytest.raises(ToolError, match="unknown parameter"):
+            t.set_params({"floor_limt": 5})
+        # forged: right terminal id, wrong key
+        forged = protocol.Authenticator(bytes(32), emu.terminal_id)
+        from host_tools.link import signed_request
+
+        payload = signed_request(forged, protocol.CMD_PARAMS_SET, 5, 10**6, b"floor_limit=1")
+        status, body = t.exchange(protocol.CMD_PARAMS_SET, 5, payload)
+        assert status == protocol.ERR_BAD_MAC
+        assert t.params() == before
+
+
+def test_replayed_frame_is_refused(emulated_board):
+    emu = emulated_board()
+    with TerminalLink.open(emu.port) as t:
+        key, _ = Keyring.open().get(emu.terminal_id)
+        auth = protocol.Authenticator(key, emu.terminal_id)
+        from host_tools.link import signed_request
+
+        captured = signed_request(auth, protocol.CMD_PARAMS_SET, 9, 50, b"floor_limit=6000")
+        assert t.exchange(protocol.CMD_PARAMS_SET, 9, captured)[0] == protocol.OK
+        t.set_params({"floor_limit": 9000})
+        status, body = t.exchange(protocol.CMD_PARAMS_SET, 9, captured)
+        assert status == protocol.ERR_REPLAY
+        assert t.params()["floor_limit"] == 9000
+
+
+def test_link_resyncs_after_junk_and_a_length_lie(emulated_board):
+    emu = emulated_board()
+    with TerminalLink.open(emu.port) as t:
+        n = 900
+        lie = bytes((0xA5, 0x5A, n & 0xFF, n >> 8, frame.header_check(n))) + b"short"
+        t.ser.write(os.urandom(300) + lie)
+        time.sleep(0.4)  # longer than the firmware's idle timeout
+        st = t.status()
+        assert int(st["link_dropped_bytes"]) > 0
+        # a corrupt frame gets an explicit error reply
+        bad = bytearray(frame.encode(request(protocol.CMD_STATUS, 3)))
+        bad[-1] ^= 0xFF
+        t.ser.write(bytes(bad))
+        got = t.read_frame(time.monotonic() + 2)
+        assert got[0] == protocol.CMD_FRAME_ERROR | protocol.REPLY_BIT
+        assert got[3] == protocol.ERR_CHECKSUM
+        assert t.status()["link_corrupt_frames"] == "1"
+
+
+def test_heap_cap_too_small_fails_with_a_clear_error(tmp_path, keyring_path):
+    from host_tools.emulator import Emulator
+
+    emu = Emulator(flash=tmp_path / "tiny.img", heap=12 * 1024)
+    with pytest.raises(ToolError, match="exited with code 1 during boot.*MemoryError"):
+        emu.start(ready_timeout=10)
+
+
+def termctl(*args, env=None, timeout=30):
+    return subprocess.run([sys.executable, "-m", "host_tools.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+def test_detach_then_sigterm_stops_cleanly_and_image_survives(tmp_path, keyring_path):
+    flash = tmp_path / "d.img"
+    r = termctl("emulate", "--detach", "--flash", str(flash))
+    assert r.returncode == 0, r.stderr
+    info = dict(line.split(": ", 1) for line in r.stdout.splitlines() if ": " in line)
+    port, pid = info["port"], int(info["pid"])
+    env = dict(os.environ, TERMCTL_PORT=port)
+    assert termctl("params", "set", "floor_limit=4321", env=env).returncode == 0
+    os.kill(pid, signal.SIGTERM)
+    for _ in range(100):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("detached emulator ignored SIGTERM")
+    r = termctl("emulate", "--detach", "--flash", str(flash))
+    assert r.returncode == 0, r.stderr
+    port = dict(line.split(": ", 1) for line in r.stdout.splitlines() if ": " in line)["port"]
+    env = dict(os.environ, TERMCTL_PORT=port)
+    shown = termctl("params", "show", env=env)
+    assert "4321" in shown.stdout
+    stop = termctl("emulate", "--flash", str(flash), "--stop")
+    assert stop.returncode == 0 and "stopped" in stop.stdout
+
+
+def test_cli_status_time_params(emulated_board):
+    emu = emulated_board()
+    env = dict(os.environ, TERMCTL_PORT=emu.port)
+    r = termctl("time", "set", "2026-11-21T09:30:00Z", env=env)
+    assert r.returncode == 0 and "2026-11-21T09:30:00Z" in r.stdout, r.stderr
+    r = termctl("status", "--json", env=env)
+    assert r.returncode == 0 and '"board": "emulator"' in r.stdout
+    r = termctl("params", "set", "floor_limit=-1", env=env)
+    assert r.returncode == 1
+    assert r.stderr.startswith("termctl: ") and "out of range" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_cli_wrong_port_is_one_line(keyring_path):
+    r = termctl("--port", "/dev/does-not-exist", "status")
+    assert r.returncode == 1
+    assert r.stderr.count("\n") == 1
+    assert r.stderr.startswith("termctl: cannot open /dev/does-not-exist")
+
+
+def test_cli_silent_port_names_port_and_expectation(keyring_path):
+    import pty
+    import tty
+
+    master, slave = pty.openpty()
+    tty.setraw(slave)
+    try:
+        r = termctl("--port", os.ttyname(slave), "--timeout", "0.5", "status")
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert r.returncode == 1
+    assert "no answer within 0.5 s" in r.stderr and "expected the terminal" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_cli_plain_micropython_repl_is_recognised(keyring_path):
+    """A board with stock MicroPython (no terminal firmware) answers with its REPL."""
+    import pty
+    import tty
+
+    from host_tools.emulator import micropython_binary
+
+    master, slave = pty.openpty()
+    tty.setraw(slave)
+    repl = subprocess.Popen([micropython_binary(), "-i"], stdin=master, stdout=master,
+                            stderr=master, start_new_session=True)
+    try:
+        time.sleep(0.3)
+        r = termctl("--port", os.ttyname(slave), "--timeout", "1", "status")
+    finally:
+        repl.kill()
+        repl.wait()
+        os.close(master)
+        os.close(slave)
+    assert r.returncode == 1
+    assert "MicroPython REPL answered" in r.stderr, r.stderr
+
+
+def test_help_explains_every_command():
+    r = termctl("--help")
+    assert r.returncode == 0
+    for cmd in ("emulate", "status", "time", "params"):
+        assert cmd in r.stdout
+    assert termctl("emulate", "--help").returncode == 0
+    assert "TERMCTL_PORT" in r.stdout
+
+
+def test_pyserial_opens_the_pty_like_a_device(emulated_board):
+    emu = emulated_board()
+    s = serial.Serial(emu.port, 115200, timeout=1)
+    s.write(frame.encode(request(protocol.CMD_STATUS, 42)))
+    r = frame.FrameReader(1024)
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        r.feed(s.read(64))
+        kind, payload = r.pop()
+        if kind == frame.FRAME:
+            break
+    s.close()
+    assert kind == frame.FRAME and payload[0] == protocol.CMD_STATUS | protocol.REPLY_BIT
+    assert protocol.u16(payload, 1) == 42

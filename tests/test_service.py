@@ -1,0 +1,204 @@
+"""The terminal service under CPython with an in-memory port: authentication,
+replay, validation, and a fuzz that proves bad input changes nothing."""
+
+import datetime
+import os
+
+import pytest
+from fakes import Board, MemoryPort
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from host_tools.link import parse_kv, request, signed_request
+from terminal import frame, protocol
+from terminal.service import KEY_FILE, TerminalService
+
+KEY = bytes(range(32))
+TID = 0x11223344
+
+
+def make_service(tmp_path, provisioned=True):
+    if provisioned:
+        (tmp_path / KEY_FILE).write_bytes(TID.to_bytes(4, "little") + KEY)
+    port = MemoryPort()
+    return TerminalService(Board, str(tmp_path), port, "test"), port
+
+
+def roundtrip(svc, port, payload):
+    port.inbox += frame.encode(payload)
+    for _ in range(4):
+        svc.step(0)
+    replies = port.replies()
+    assert len(replies) == 1, replies
+    r = replies[0]
+    return r[3], r[4:].decode()
+
+
+AUTH = protocol.Authenticator(KEY, TID)
+
+
+def signed(cmd, counter, args, req=7, auth=AUTH):
+    return signed_request(auth, cmd, req, counter, args)
+
+
+def snapshot(svc, root):
+    files = {}
+    for name in sorted(os.listdir(root)):
+        with open(os.path.join(root, name), "rb") as f:
+            files[name] = f.read()
+    return svc.params.to_bytes(), svc.counter, svc.clock.is_set(), files
+
+
+def test_status_reports_identity_and_versions(tmp_path):
+    svc, port = make_service(tmp_path)
+    status, body = roundtrip(svc, port, request(protocol.CMD_STATUS, 1))
+    assert status == protocol.OK
+    kv = parse_kv(body)
+    assert kv["terminal_id"] == "11223344"
+    assert kv["provisioned"] == "1"
+    assert kv["clock"] == "unset"
+    assert kv["params_version"] == "0"
+
+
+def test_params_set_applies_and_persists(tmp_path):
+    svc, port = make_service(tmp_path)
+    status, body = roundtrip(svc, port, signed(protocol.CMD_PARAMS_SET, 1, b"floor_limit=9000"))
+    assert (status, body) == (protocol.OK, "version=1")
+    again, _ = make_service(tmp_path)
+    assert again.params.get("floor_limit") == 9000
+    assert again.counter == 1
+
+
+@pytest.mark.parametrize("text,message", [
+    (b"floor_limit=-1", "floor_limit=-1 out of range"),
+    (b"nope=3", "unknown parameter 'nope'"),
+    (b"floor_limit=abc", "is not an integer"),
+    (b"random_threshold=20000", "random_threshold must be below floor_limit"),
+    (b"floor_limit=5000 nope=1", "unknown parameter"),
+])
+def test_bad_params_change_nothing(tmp_path, text, message):
+    svc, port = make_service(tmp_path)
+    before = svc.params.to_bytes()
+    status, body = roundtrip(svc, port, signed(protocol.CMD_PARAMS_SET, 5, text))
+    assert status == protocol.ERR_INVALID
+    assert message in body
+    assert svc.params.to_bytes() == before
+    assert not (tmp_path / "params.bin").exists()
+
+
+def test_wrong_key_is_refused(tmp_path):
+    svc, port = make_service(tmp_path)
+    forged = protocol.Authenticator(bytes(32), TID)
+    before = snapshot(svc, tmp_path)
+    status, body = roundtrip(svc, port, signed(protocol.CMD_PARAMS_SET, 9, b"floor_limit=1",
+                                               auth=forged))
+    assert status == protocol.ERR_BAD_MAC
+    assert snapshot(svc, tmp_path) == before
+
+
+def test_mac_is_bound_to_the_terminal_id(tmp_path):
+    svc, port = make_service(tmp_path)
+    other = protocol.Authenticator(KEY, TID + 1)  # same key, another terminal's id
+    status, _ = roundtrip(svc, port, signed(protocol.CMD_PARAMS_SET, 9, b"floor_limit=1",
+                                            auth=other))
+    assert status == protocol.ERR_BAD_MAC
+
+
+def test_replayed_counter_is_refused(tmp_path):
+    svc, port = make_service(tmp_path)
+    req = signed(protocol.CMD_PARAMS_SET, 3, b"floor_limit=8000")
+    assert roundtrip(svc, port, req)[0] == protocol.OK
+    before = snapshot(svc, tmp_path)
+    status, body = roundtrip(svc, port, req)
+    assert status == protocol.ERR_REPLAY
+    assert "not above last accepted 3" in body
+    lower = signed(protocol.CMD_PARAMS_SET, 2, b"floor_limit=7000")
+    assert roundtrip(svc, port, lower)[0] == protocol.ERR_REPLAY
+    assert snapshot(svc, tmp_path) == before
+
+
+def test_unprovisioned_terminal_refuses_state_changes(tmp_path):
+    svc, port = make_service(tmp_path, provisioned=False)
+    status, body = roundtrip(svc, port, signed(protocol.CMD_TIME_SET, 1, bytes(8)))
+    assert status == protocol.ERR_STATE
+    assert "no key" in body
+
+
+def test_time_set_range(tmp_path):
+    svc, port = make_service(tmp_path)
+    ok = (1_790_000_000).to_bytes(8, "little")
+    expected = datetime.datetime.fromtimestamp(1_790_000_000, datetime.timezone.utc)
+    assert roundtrip(svc, port, signed(protocol.CMD_TIME_SET, 1, ok)) == (
+        protocol.OK, expected.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    early = (1_000_000_000).to_bytes(8, "little")
+    status, body = roundtrip(svc, port, signed(protocol.CMD_TIME_SET, 2, early))
+    assert status == protocol.ERR_INVALID and "outside 2020..2054" in body
+
+
+def test_corrupt_frame_gets_checksum_error(tmp_path):
+    svc, port = make_service(tmp_path)
+    bad = bytearray(frame.encode(request(protocol.CMD_STATUS, 1)))
+    bad[6] ^= 0xFF
+    port.inbox += bad
+    svc.step(0)
+    svc.step(0)
+    (reply,) = port.replies()
+    assert reply[0] == protocol.CMD_FRAME_ERROR | protocol.REPLY_BIT
+    assert reply[3] == protocol.ERR_CHECKSUM
+
+
+def test_unknown_command(tmp_path):
+    svc, port = make_service(tmp_path)
+    status, body = roundtrip(svc, port, request(0x3E, 1))
+    assert status == protocol.ERR_UNKNOWN_COMMAND
+
+
+def damaged_signed(data):
+    """A valid signed request with random damage: flips, truncation, a lying length."""
+    counter = data.draw(st.integers(1, 2**64 - 1))
+    good = signed(protocol.CMD_PARAMS_SET, counter, b"floor_limit=1234")
+    wire = bytearray(frame.encode(good))
+    how = data.draw(st.sampled_from(["flip", "truncate", "lie", "payload-flip", "random"]))
+    if how == "flip":
+        i = data.draw(st.integers(0, len(wire) - 1))
+        wire[i] ^= 1 << data.draw(st.integers(0, 7))
+    elif how == "truncate":
+        wire = wire[: data.draw(st.integers(0, len(wire) - 1))]
+    elif how == "lie":
+        n = data.draw(st.integers(0, 0xFFFF))
+        wire[2], wire[3], wire[4] = n & 0xFF, n >> 8, frame.header_check(n)
+    elif how == "payload-flip":
+        # a frame with a valid CRC around a payload whose MAC no longer verifies
+        body = bytearray(good)
+        i = data.draw(st.integers(0, len(body) - 1))
+        body[i] ^= 1 << data.draw(st.integers(0, 7))
+        wire = bytearray(frame.encode(bytes(body)))
+    else:
+        wire = bytearray(data.draw(st.binary(max_size=600)))
+    return bytes(wire)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_fuzz_bad_input_changes_nothing_and_link_resyncs(tmp_path_factory, data):
+    root = tmp_path_factory.mktemp("fuzz")
+    svc, port = make_service(root)
+    # one accepted request first, so a replay of counter <= 100 is a real case
+    assert roundtrip(svc, port, signed(protocol.CMD_PARAMS_SET, 100, b"floor_limit=9000"))[0] == 0
+    before = snapshot(svc, root)
+    for _ in range(data.draw(st.integers(1, 3))):
+        port.inbox += damaged_signed(data)
+    for _ in range(20):
+        svc.step(0)
+    # the link goes quiet: what the idle timeout would do to a half-read frame
+    while svc.link.rx.pending():
+        svc.link.rx.expire()
+        svc.step(0)
+    after = snapshot(svc, root)
+    if after != before:
+        # only a flip that left frame, MAC and a higher counter intact can apply,
+        # and that is a valid request; hypothesis draws no such case by chance
+        pytest.fail("state changed after damaged input")
+    port.replies()
+    status, body = roundtrip(svc, port, request(protocol.CMD_STATUS, 77))
+    assert status == protocol.OK and "terminal_id=11223344" in body
