@@ -174,9 +174,8 @@ def argparse_params(sub):
 def do_params(args):
     with _link(args) as t:
         if args.params_cmd == "show":
-            from terminal.params import TABLE
-
             from host_tools.paramdoc import MEANING
+            from terminal.params import TABLE
 
             values = t.params()
             print(f"version {values.pop('version', 0)}")
@@ -200,11 +199,57 @@ def do_params(args):
     return 0
 
 
+# -- demo -------------------------------------------------------------------------
+
+def argparse_demo(sub):
+    p = sub.add_parser("demo", help="bench demonstration on emulated boards",
+                       description="Start an emulated board, set its clock, push parameters "
+                       "and show its status: the end-to-end path as it stands.")
+    p.add_argument("--flash", default=None, help="flash image (default .termctl/demo.img)")
+
+
+def do_demo(args):
+    from host_tools.emulator import Emulator
+    from host_tools.link import TerminalLink
+
+    ring = Keyring.open(args.keyring) if args.keyring else None
+    flash = Path(args.flash or ".termctl/demo.img")
+    print(f"[1/4] starting an emulated board on {flash} ...", flush=True)
+    with Emulator(flash=flash, keyring=ring) as emu:
+        print(f"      ready in {emu.boot_ms:.0f} ms on {emu.port} "
+              f"(heap cap {emu.heap} bytes)", flush=True)
+        with TerminalLink.open(emu.port, timeout=args.timeout, keyring=ring) as t:
+            print(f"[2/4] clock set: {t.set_time(int(time.time()))}")
+            print(f"[3/4] params: {t.set_params({'floor_limit': 10000})}")
+            print("[4/4] status:")
+            st = t.status()
+            width = max(len(k) for k in st)
+            for k, v in st.items():
+                print(f"      {k:<{width}}  {v}")
+    return 0
+
+
+# -- flash ------------------------------------------------------------------------
+
+def argparse_flash(sub):
+    p = sub.add_parser("flash", help="compile the firmware and copy it to a board",
+                       description="Compile firmware/ to .mpy for the board and copy it with "
+                       "mpremote, provisioning the terminal key.")
+    p.add_argument("--board", required=True, help="board file in boards/")
+
+
+def do_flash(args):
+    raise ToolError("flashing real boards is not there yet: the board files and PN532 driver "
+                    "land with the NFC/boards issue; use `termctl emulate` meanwhile")
+
+
 COMMANDS = {
     "emulate": (argparse_emulate, do_emulate),
     "status": (argparse_status, do_status),
     "time": (argparse_time, do_time),
     "params": (argparse_params, do_params),
+    "demo": (argparse_demo, do_demo),
+    "flash": (argparse_flash, do_flash),
 }
 
 

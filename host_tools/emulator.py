@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 import tty
+import typing
 from pathlib import Path
 
 from host_tools.errors import ToolError
@@ -81,6 +82,7 @@ class Emulator:
         self.boot_ms = 0.0
         self.terminal_id = 0
         self._slave = -1
+        self._log: typing.BinaryIO | None = None
 
     # -- provisioning -----------------------------------------------------------
 
@@ -190,7 +192,7 @@ class Emulator:
         if self._slave >= 0:
             os.close(self._slave)
             self._slave = -1
-        if getattr(self, "_log", None):
+        if self._log is not None:
             self._log.close()
             self._log = None
 

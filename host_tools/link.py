@@ -15,10 +15,10 @@ from __future__ import annotations
 import time
 
 import serial
-from terminal import frame, protocol
 
 from host_tools.errors import ToolError
 from host_tools.keyring import Keyring
+from terminal import frame, protocol
 
 MAX_FRAME = 1024  # the largest MAX_FRAME of any board file
 

@@ -5,10 +5,10 @@ import datetime
 import os
 
 import pytest
-from fakes import Board, MemoryPort
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fakes import Board, MemoryPort
 from host_tools.link import parse_kv, request, signed_request
 from terminal import frame, protocol
 from terminal.service import KEY_FILE, TerminalService
