@@ -33,6 +33,7 @@ P_ONLINE_TIMEOUT_MS = const(15)
 P_LISTED_ACTION = const(16)
 P_OFFLINE_DEFAULT = const(17)
 P_JOURNAL_NEAR_FULL_PCT = const(18)
+P_NEW_CARD_ONLINE = const(19)
 
 _MAX_AMOUNT = const(100_000_000)
 
@@ -59,6 +60,7 @@ TABLE = (
     ("listed_action", 0, 0, 1, "negative-list hit: 0 decline, 1 go online"),
     ("offline_default", 0, 0, 1, "unable to go online: 0 decline, 1 approve"),
     ("journal_near_full_pct", 90, 50, 99, "journal fill at which new sales go online-only"),
+    ("new_card_online", 1, 0, 1, "card never online (last online ATC 0): 1 go online"),
 )
 
 COUNT = len(TABLE)
