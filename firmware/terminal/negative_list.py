@@ -1,0 +1,1192 @@
+"""Negative list: blocked tokens in a LittleFS file, found with two small reads.
+
+    nl = NegativeList("/flash", capacity=board.LIST_CAPACITY)
+    nl.lookup(hash8, card.issuer_id, today)    # True if listed; no allocation once warm
+    nl.online_only(issuer)                      # True while the issuer's quota overflows
+    err = nl.begin(KIND_FULL, 7, 0, total_len)  # None or a message, for every update call
+    err = nl.write_chunk(offset, data)          # resent chunks are harmless
+    nl.resume_offset()                          # where a dropped transfer continues
+    err = nl.commit()                           # after the caller checked the list MAC
+
+Entries are grouped in one section per issuer. In a section, the top q bits of
+the 8-byte keyed token hash pick a bucket (about 32 entries each); a directory
+of 2**q + 1 u32 (the first entry of each bucket) sits on flash, and every
+record holds only the next 36 bits of the hash plus a 12-bit expiry: 6 bytes.
+A lookup reads 8 bytes of directory and one bucket, whatever the list size.
+The same module builds and parses the format on the host (CPython imports it
+as `terminal.negative_list`). docs/negative_list.md has the layout, the flash
+budget per board and why a power cut leaves the old list or the new one.
+"""
+
+import os
+import struct
+from array import array
+from binascii import crc32
+
+from terminal.compat import const
+
+KIND_FULL = const(1)
+KIND_DELTA = const(2)
+FORMAT = const(1)
+MAGIC = b"NL"
+HEADER_LEN = const(24)
+SECTION_LEN = const(12)
+FOOTER_LEN = const(16)
+EXTRA_LEN = const(16)
+TRAILER_LEN = const(16)
+REC_LEN = const(6)  # full list record: 36 key bits after the bucket, 12 expiry bits
+DREC_LEN = const(8)  # delta record: 52 key bits, 12 expiry bits (REMOVE = remove)
+KEY_BITS = const(36)
+BUCKET_TARGET = const(32)
+MAX_BUCKET_BITS = const(16)
+EXPIRY_MAX = const(4094)  # largest expiry code: base day + 4093
+REMOVE = const(4095)  # expiry code of a delta record that removes its key
+MAX_COUNT = const(0xFFFFFF)  # counts stay small ints on a 32-bit board
+
+_HDR = "<2sBBIIHHI"  # magic, format, kind, version, base version, base day, key id, 0; crc
+_SEC = "<HBBII"  # issuer, bucket bits (full), 0, records, the centre's quota (0: none)
+_FTR = "<HHIII"  # sections, 0, records, crc of header+records+dirs, crc of table+footer
+_EXT = "<IHHHHHH"  # overflow, keep rank, cut bucket, cut a, cut b, cut c, 0
+_TRL = "<4sIBBHI"  # magic, body length, last update kind, 0, 0, crc of extras+trailer
+_TRL_MAGIC = b"NLtr"
+
+_ACTIVE = "/nl.bin"  # the list lookups use
+_STAGE = "/nl.stg"  # transfer in progress: the host's bytes as they arrive
+_META = "/nl.stm"  # what is staged: kind, version, base version, length
+_NEW = "/nl.new"  # delta merge output, renamed over _ACTIVE at commit
+_DTMP = "/nl.dtm"  # directories of the merge, appended to _NEW
+
+_NEWEST = const(4095)  # keep-rank of an entry without expiry
+_RBUF_RECS = const(64)
+# work buffer of a commit: writer | directory writer | delta reader | directory reader
+_W_OUT = const(192)
+_W_DEL = const(256)
+_W_DIR = const(384)
+_W_END = const(448)
+_WORK = const(448)
+_FLASH_MARGIN = const(16384)
+
+
+# -- format helpers, shared with host_tools.listbuild --------------------------
+
+
+def bucket_bits(n):
+    """Bucket bits q for a section that may hold n entries (<= 32 per bucket)."""
+    q = 0
+    while q < MAX_BUCKET_BITS and (BUCKET_TARGET << q) < n:
+        q += 1
+    return q
+
+
+def _bits(buf, pos, off, w):
+    # w <= 16 bits at bit `off` (MSB first) of the bytes at buf[pos:]; small ints only.
+    i = pos + (off >> 3)
+    v = (buf[i] << 16) | (buf[i + 1] << 8) | buf[i + 2]
+    return (v >> (24 - (off & 7) - w)) & ((1 << w) - 1)
+
+
+def split_key(key, q):
+    """(bucket, a, b, c): what a section with q bucket bits stores of an 8-byte key."""
+    return (
+        _bits(key, 0, 0, q),
+        _bits(key, 0, q, 12),
+        _bits(key, 0, q + 12, 12),
+        _bits(key, 0, q + 24, 12),
+    )
+
+
+def join_key(bk, a, b, c, q):
+    """An 8-byte key whose top q + 36 bits are (bucket, a, b, c), the rest zero."""
+    v = (bk << 36) | (a << 24) | (b << 12) | c
+    return (v << (28 - q)).to_bytes(8, "big")
+
+
+def pack_record(buf, pos, a, b, c, e):
+    buf[pos] = a >> 4
+    buf[pos + 1] = ((a & 15) << 4) | (b >> 8)
+    buf[pos + 2] = b & 255
+    buf[pos + 3] = c >> 4
+    buf[pos + 4] = ((c & 15) << 4) | (e >> 8)
+    buf[pos + 5] = e & 255
+
+
+def unpack_record(buf, pos):
+    """(a, b, c, expiry code) of the full-list record at buf[pos:]."""
+    return (
+        (buf[pos] << 4) | (buf[pos + 1] >> 4),
+        ((buf[pos + 1] & 15) << 8) | buf[pos + 2],
+        (buf[pos + 3] << 4) | (buf[pos + 4] >> 4),
+        ((buf[pos + 4] & 15) << 8) | buf[pos + 5],
+    )
+
+
+def pack_delta_record(buf, pos, key, e):
+    """Delta record: the top 52 bits of the 8-byte key, then the expiry code or REMOVE."""
+    for i in range(6):
+        buf[pos + i] = key[i]
+    buf[pos + 6] = (key[6] & 0xF0) | (e >> 8)
+    buf[pos + 7] = e & 255
+
+
+def expiry_code(day, base_day):
+    """Record code of a last-listed day (days since 1970; 0 or None: no expiry).
+    0 = none, 1.. = base_day + code - 1; -1 if the day is before base_day (already
+    expired), -2 if it is more than EXPIRY_MAX - 1 days after it."""
+    if not day:
+        return 0
+    e = day - base_day + 1
+    if e < 1:
+        return -1
+    if e > EXPIRY_MAX:
+        return -2
+    return e
+
+
+def pack_header(kind, version, base_version, base_day, key_id):
+    h = struct.pack(_HDR, MAGIC, FORMAT, kind, version, base_version, base_day, key_id, 0)
+    return h + struct.pack("<I", crc32(h))
+
+
+def parse_header(buf):
+    """(kind, version, base version, base day, key id), or None if not a list header."""
+    if len(buf) < HEADER_LEN:
+        return None
+    f = struct.unpack_from(_HDR, buf, 0)
+    if f[0] != MAGIC or f[1] != FORMAT or f[2] not in (KIND_FULL, KIND_DELTA):
+        return None
+    if struct.unpack_from("<I", buf, 20)[0] != crc32(bytes(buf[:20])):
+        return None
+    return f[2], f[3], f[4], f[5], f[6]
+
+
+def pack_section(issuer, q, count, aux):
+    return struct.pack(_SEC, issuer, q, 0, count, aux)
+
+
+def pack_footer(n_sections, n_records, body_crc, table):
+    """Footer after the section table; `table` is the packed section table."""
+    head = struct.pack("<HHIII", n_sections, 0, n_records, body_crc, 0)[:12]
+    return head + struct.pack("<I", crc32(head, crc32(table)))
+
+
+class Body:
+    """Header, section table and offsets of a list file body (host and commit use).
+
+        b = Body(); err = b.read(f, body_len)   # None or a message
+    """
+
+    def read(self, f, body_len, max_sections=256):
+        if body_len < HEADER_LEN + FOOTER_LEN:
+            return "list too short (%d bytes)" % body_len
+        f.seek(0)
+        head = f.read(HEADER_LEN)
+        h = parse_header(head)
+        if h is None:
+            return "not a negative list (bad header)"
+        self.kind, self.version, self.base_version, self.base_day, self.key_id = h
+        f.seek(body_len - FOOTER_LEN)
+        foot = f.read(FOOTER_LEN)
+        if len(foot) != FOOTER_LEN:
+            return "list truncated"
+        ns, _, nrec, self.body_crc, tcrc = struct.unpack(_FTR, foot)
+        if ns > max_sections:
+            return "list has %d issuers, the terminal holds %d" % (ns, max_sections)
+        self.table_off = body_len - FOOTER_LEN - SECTION_LEN * ns
+        if self.table_off < HEADER_LEN:
+            return "list truncated"
+        f.seek(self.table_off)
+        table = f.read(SECTION_LEN * ns)
+        if crc32(foot[:12], crc32(table)) != tcrc:
+            return "list section table damaged (CRC)"
+        self.n = ns
+        self.records = nrec
+        self.issuer, self.q, self.count, self.aux = [], [], [], []
+        self.rec_off, self.dir_off = [], []
+        rlen = REC_LEN if self.kind == KIND_FULL else DREC_LEN
+        roff = HEADER_LEN
+        doff = HEADER_LEN + rlen * nrec
+        total = 0
+        prev = -1
+        for s in range(ns):
+            iss, q, _, cnt, aux = struct.unpack_from(_SEC, table, SECTION_LEN * s)
+            if iss <= prev:
+                return "list issuers out of order at issuer %d" % iss
+            if q > MAX_BUCKET_BITS or cnt > MAX_COUNT:
+                return "issuer %d: bad section (q=%d, %d entries)" % (iss, q, cnt)
+            prev = iss
+            self.issuer.append(iss)
+            self.q.append(q)
+            self.count.append(cnt)
+            self.aux.append(aux)
+            self.rec_off.append(roff)
+            self.dir_off.append(doff)
+            roff += rlen * cnt
+            if self.kind == KIND_FULL:
+                doff += 4 * ((1 << q) + 1)
+            total += cnt
+        if total != nrec or doff != self.table_off:
+            return "list section table does not match its length"
+        return None
+
+
+# -- sequential readers and a writer, used by commit (not on the tap path) -----
+
+
+class _Reader:
+    """Walks one section of a full list in key order: bk, a, b, c, e per record."""
+
+    def __init__(self, f, rbuf, dbuf):
+        self.f = f
+        self.rb = rbuf
+        self.db = dbuf
+        self.bad = False
+
+    def start(self, rec_off, dir_off, q, count):
+        self.rpos = rec_off
+        self.left = count
+        self.count = count
+        self.rn = self.rp = 0
+        self.dpos = dir_off
+        self.dn = self.dp = 0
+        self.nb = 1 << q
+        self.bk = 0
+        self.i = -1
+        self.bad = self._dir() != 0
+        self.nxt = self._dir()
+
+    def _dir(self):
+        if self.dp >= self.dn:
+            self.f.seek(self.dpos)
+            n = self.f.readinto(self.db) & ~3
+            if n <= 0:
+                self.bad = True
+                return self.count
+            self.dpos += n
+            self.dn = n
+            self.dp = 0
+        d = self.db
+        p = self.dp
+        self.dp = p + 4
+        return d[p] | (d[p + 1] << 8) | (d[p + 2] << 16) | (d[p + 3] << 24)
+
+    def next(self):
+        if self.rp >= self.rn:
+            if not self.left:
+                return False
+            self.f.seek(self.rpos)
+            n = self.f.readinto(self.rb) // REC_LEN
+            if n <= 0:
+                self.bad = True
+                return False
+            n = min(n, self.left)
+            self.left -= n
+            self.rpos += n * REC_LEN
+            self.rn = n * REC_LEN
+            self.rp = 0
+        self.i += 1
+        while self.i >= self.nxt:
+            if self.bk + 1 >= self.nb:
+                self.bad = True  # records beyond the last bucket
+                break
+            prev = self.nxt
+            self.bk += 1
+            self.nxt = self._dir()
+            if self.nxt < prev or self.nxt > self.count:
+                self.bad = True
+                break
+        b = self.rb
+        p = self.rp
+        self.rp = p + REC_LEN
+        self.a = (b[p] << 4) | (b[p + 1] >> 4)
+        self.b = ((b[p + 1] & 15) << 8) | b[p + 2]
+        self.c = (b[p + 3] << 4) | (b[p + 4] >> 4)
+        self.e = ((b[p + 4] & 15) << 8) | b[p + 5]
+        return True
+
+    def finish(self):
+        """After the last record: the remaining directory entries must all be the count."""
+        if self.nxt != self.count:
+            self.bad = True
+        while self.bk + 1 < self.nb:
+            self.bk += 1
+            if self._dir() != self.count:
+                self.bad = True
+        return not self.bad
+
+
+class _DeltaReader:
+    """Walks one section of a delta: bk, a, b, c (for q bucket bits), e, in key order."""
+
+    def __init__(self, f, buf):
+        self.f = f
+        self.buf = buf
+        self.bad = False
+
+    def start(self, off, count, q):
+        self.pos = off
+        self.left = count
+        self.n = self.p = 0
+        self.q = q
+        self.k0 = self.k1 = self.k2 = self.k3 = -1
+
+    def next(self):
+        if self.p >= self.n:
+            if not self.left:
+                return False
+            self.f.seek(self.pos)
+            n = min(self.f.readinto(self.buf) // DREC_LEN, self.left)
+            if n <= 0:
+                self.bad = True
+                return False
+            self.left -= n
+            self.pos += n * DREC_LEN
+            self.n = n * DREC_LEN
+            self.p = 0
+        b = self.buf
+        p = self.p
+        self.p = p + DREC_LEN
+        q = self.q
+        # strictly increasing 52-bit keys, compared as four 13-bit pieces
+        k0 = _bits(b, p, 0, 13)
+        k1 = _bits(b, p, 13, 13)
+        k2 = _bits(b, p, 26, 13)
+        k3 = _bits(b, p, 39, 13)
+        if k0 != self.k0:
+            less = k0 < self.k0
+        elif k1 != self.k1:
+            less = k1 < self.k1
+        elif k2 != self.k2:
+            less = k2 < self.k2
+        else:
+            less = k3 <= self.k3
+        if less:
+            self.bad = True
+        self.k0, self.k1, self.k2, self.k3 = k0, k1, k2, k3
+        self.bk = _bits(b, p, 0, q)
+        self.a = _bits(b, p, q, 12)
+        self.b = _bits(b, p, q + 12, 12)
+        self.c = _bits(b, p, q + 24, 12)
+        self.e = ((b[p + 6] & 15) << 8) | b[p + 7]
+        return True
+
+
+class _Out:
+    """Buffered file writer keeping a running CRC32."""
+
+    def __init__(self, f, buf):
+        self.f = f
+        self.buf = buf
+        self.n = 0
+        self.crc = 0
+        self.total = 0
+
+    def record(self, a, b, c, e):
+        if self.n + REC_LEN > len(self.buf):
+            self.flush()
+        pack_record(self.buf, self.n, a, b, c, e)
+        self.n += REC_LEN
+
+    def u32(self, v):
+        if self.n + 4 > len(self.buf):
+            self.flush()
+        struct.pack_into("<I", self.buf, self.n, v)
+        self.n += 4
+
+    def raw(self, data):
+        self.flush()
+        self.f.write(data)
+        self.crc = crc32(data, self.crc)
+        self.total += len(data)
+
+    def flush(self):
+        if self.n:
+            chunk = memoryview(self.buf)[: self.n]
+            self.f.write(chunk)
+            self.crc = crc32(chunk, self.crc)
+            self.total += self.n
+            self.n = 0
+
+
+def _rank(e):
+    return e if e else _NEWEST
+
+
+def _before(bk, a, b, c, x0, x1, x2, x3):
+    # (bk, a, b, c) < (x0, x1, x2, x3), without building tuples
+    if bk != x0:
+        return bk < x0
+    if a != x1:
+        return a < x1
+    if b != x2:
+        return b < x2
+    return c < x3
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def _size(path):
+    try:
+        return os.stat(path)[6]
+    except OSError:
+        return -1
+
+
+# Section table: one row of _ST u32 per issuer section, in issuer order.
+_S_ISS = const(0)
+_S_Q = const(1)
+_S_CNT = const(2)
+_S_REC = const(3)  # file offset of the section's records
+_S_DIR = const(4)  # file offset of its directory
+_S_OVF = const(5)  # entries over quota at the last commit
+_S_KEEP = const(6)  # keep-rank while over quota (0: every entry counts)
+_S_CUT0 = const(7)  # first key kept at that rank: bucket << 12 | a
+_S_CUT1 = const(8)  # ... b << 12 | c
+_S_LQ = const(9)  # quota the centre put in the list
+_ST = const(10)
+# Staged transfer: kind, version, base version, total length, bytes stored, bytes synced.
+_G_KIND = const(0)
+_G_VER = const(1)
+_G_BASE = const(2)
+_G_TOTAL = const(3)
+_G_HAVE = const(4)
+_G_SYNCED = const(5)
+_KINDS = ("none", "full", "delta")
+
+
+class NegativeList:
+    """The terminal's negative list in `root` (a LittleFS mount such as "/flash").
+
+    capacity: most entries the board holds (board.LIST_CAPACITY); max_issuers:
+    sections (issuers) the RAM table holds; key_id: the token-hash key id the
+    terminal uses (a list keyed otherwise is refused; None accepts any);
+    sync_bytes: staged bytes between flash syncs, what a power cut may cost a
+    transfer (each sync is a LittleFS metadata commit).
+    Update calls return None or an error message and never raise for bad input.
+    """
+
+    def __init__(self, root, capacity, max_issuers=32, key_id=None, sync_bytes=16384):
+        self._root = root.rstrip("/")
+        self._sync = sync_bytes
+        self.capacity = capacity
+        self._max = max_issuers
+        self._key_id = key_id
+        self._t = array("I", bytes(4 * _ST * max_issuers))
+        self._quotas = array("I", bytes(8 * max_issuers))  # issuer, quota pairs
+        self._nquota = 0
+        self._rbuf = bytearray(_RBUF_RECS * REC_LEN)  # one bucket (lookup, commit reads)
+        mv = memoryview(self._rbuf)
+        self._v16 = mv[: 16 * REC_LEN]
+        self._v32 = mv[: 32 * REC_LEN]
+        self._dbuf = bytearray(8)  # two directory entries
+        self._work = bytearray(_WORK)  # commit: writer, delta reader, directory reader
+        self._stage = array("I", bytes(24))
+        self._sf = None  # staged file, open for appending while a transfer runs
+        self._rf = None  # ... and for reading back (MAC check)
+        self._f = None  # the installed list
+        self._n = 0
+        self.page_reads = 0  # directory and bucket reads made by lookup()
+        self.version = 0
+        self.base_day = 0
+        self.key_id = 0
+        self.last_kind = 0
+        self.entries = 0
+        self.error = None
+        self._recover()
+        self._load()
+
+    # -- the tap path -------------------------------------------------------------
+
+    def lookup(self, key, issuer, today):
+        """True if the 8-byte token hash is listed for this issuer and not expired
+        on `today` (days since 1970; 0 = date unknown: expiry ignored)."""
+        f = self._f
+        if f is None:
+            return False
+        t = self._t
+        lo = 0
+        hi = self._n - 1
+        while lo <= hi:  # the issuer's section
+            s = (lo + hi) >> 1
+            x = t[s * _ST]
+            if x == issuer:
+                break
+            if x < issuer:
+                lo = s + 1
+            else:
+                hi = s - 1
+        else:
+            return False
+        row = s * _ST
+        q = t[row + _S_Q]
+        bk = _bits(key, 0, 0, q)
+        a = _bits(key, 0, q, 12)
+        b = _bits(key, 0, q + 12, 12)
+        c = _bits(key, 0, q + 24, 12)
+        d = self._dbuf
+        f.seek(t[row + _S_DIR] + (bk << 2))
+        f.readinto(d)
+        self.page_reads += 1
+        lo = d[0] | (d[1] << 8) | (d[2] << 16)
+        hi = d[4] | (d[5] << 8) | (d[6] << 16)
+        buf = self._rbuf
+        while lo < hi:
+            n = hi - lo
+            if n <= 16:
+                v = self._v16
+            elif n <= 32:
+                v = self._v32
+            else:
+                v = buf
+                if n > _RBUF_RECS:
+                    n = _RBUF_RECS
+            f.seek(t[row + _S_REC] + lo * REC_LEN)
+            f.readinto(v)
+            self.page_reads += 1
+            L = 0
+            R = n - 1
+            while L <= R:  # binary search in the bucket
+                m = (L + R) >> 1
+                p = m * REC_LEN
+                y = a
+                x = (buf[p] << 4) | (buf[p + 1] >> 4)
+                if x == y:
+                    y = b
+                    x = ((buf[p + 1] & 15) << 8) | buf[p + 2]
+                    if x == y:
+                        y = c
+                        x = (buf[p + 3] << 4) | (buf[p + 4] >> 4)
+                        if x == y:
+                            return self._live(row, ((buf[p + 4] & 15) << 8) | buf[p + 5],
+                                              bk, a, b, c, today)
+                if x < y:
+                    L = m + 1
+                else:
+                    R = m - 1
+            if L < n:
+                return False
+            lo += n  # bucket longer than the buffer: next part
+        return False
+
+    def _live(self, row, e, bk, a, b, c, today):
+        if e and today and e < today - self.base_day + 1:
+            return False  # expired
+        t = self._t
+        keep = t[row + _S_KEEP]
+        if keep:  # over quota: only the newest entries count
+            r = e if e else _NEWEST
+            if r < keep:
+                return False
+            if r == keep:
+                x = t[row + _S_CUT0]
+                y = t[row + _S_CUT1]
+                if _before(bk, a, b, c, x >> 12, x & 4095, y >> 12, y & 4095):
+                    return False
+        return True
+
+    def online_only(self, issuer):
+        """True while the issuer's entries overflow its quota (its cards go online)."""
+        t = self._t
+        for s in range(self._n):
+            if t[s * _ST] == issuer:
+                return t[s * _ST + _S_OVF] > 0
+        return False
+
+    def overflowing(self):
+        """Issuers over quota at the last commit: the caller makes them online-only
+        and clears the flag of the others."""
+        t = self._t
+        return [t[s * _ST] for s in range(self._n) if t[s * _ST + _S_OVF]]
+
+    # -- quotas -------------------------------------------------------------------
+
+    def set_quotas(self, pairs):
+        """Per-issuer quotas [(issuer, entries), ...], applied at the next commit. An
+        issuer without one keeps the quota the centre wrote into the list."""
+        n = 0
+        for issuer, quota in pairs:
+            if n >= self._max:
+                return "more than %d issuer quotas" % self._max
+            self._quotas[2 * n] = issuer
+            self._quotas[2 * n + 1] = quota
+            n += 1
+        self._nquota = n
+        return None
+
+    def _quota_of(self, issuer, listed):
+        for i in range(self._nquota):
+            if self._quotas[2 * i] == issuer:
+                return self._quotas[2 * i + 1]
+        return listed if listed else -1
+
+    # -- update protocol ------------------------------------------------------------
+
+    def begin(self, kind, version, base_version, total_len):
+        """Start a transfer, or resume it if this same one is staged."""
+        err = self._check_versions(kind, version, base_version)
+        if err:
+            return err
+        cap = self.capacity
+        if kind == KIND_FULL:  # records, and directories no larger than capacity needs
+            most = cap * REC_LEN + self._max * (SECTION_LEN + 4 + (4 << bucket_bits(cap)))
+        else:
+            most = 2 * cap * DREC_LEN + self._max * SECTION_LEN
+        if total_len < HEADER_LEN + FOOTER_LEN or total_len > most + HEADER_LEN + FOOTER_LEN:
+            return "a list of %d bytes does not fit this terminal (%d entries)" % (
+                total_len, cap)
+        g = self._stage
+        if (g[_G_KIND] == kind and g[_G_VER] == version and g[_G_BASE] == base_version
+                and g[_G_TOTAL] == total_len):
+            if self._sf is None:
+                g[_G_HAVE] = g[_G_SYNCED] = max(0, _size(self._path(_STAGE)))
+                self._sf = open(self._path(_STAGE), "ab")
+            return None
+        self.abort()
+        need = total_len + _FLASH_MARGIN
+        if kind == KIND_DELTA:  # the merge writes a second copy of the list
+            need += max(0, _size(self._path(_ACTIVE))) + total_len
+        free = self._free()
+        if 0 <= free < need:
+            return "not enough flash for this list: need %d KB, %d KB free" % (
+                need // 1024, free // 1024)
+        m = struct.pack("<BBHIII", kind, 0, 0, version, base_version, total_len)
+        with open(self._path(_META), "wb") as mf:
+            mf.write(m + struct.pack("<I", crc32(m)))
+        self._sf = open(self._path(_STAGE), "wb")
+        g[_G_KIND], g[_G_VER], g[_G_BASE], g[_G_TOTAL] = kind, version, base_version, total_len
+        g[_G_HAVE] = g[_G_SYNCED] = 0
+        return None
+
+    def write_chunk(self, offset, data):
+        """Store bytes [offset, offset + len(data)) of the list. Bytes already stored
+        are skipped, so a resent chunk is harmless; a gap is refused."""
+        if self._sf is None:
+            return "no list transfer in progress"
+        g = self._stage
+        have = g[_G_HAVE]
+        end = offset + len(data)
+        if offset > have:
+            return "chunk at offset %d leaves a gap: %d bytes stored" % (offset, have)
+        if end > g[_G_TOTAL]:
+            return "chunk ends at %d, past the list length %d" % (end, g[_G_TOTAL])
+        if end <= have:
+            return None
+        if offset == 0 and end >= HEADER_LEN:  # refuse a wrong list before it all arrives
+            err = self._check_header(parse_header(data[:HEADER_LEN]))
+            if err:
+                self.abort()
+                return err
+        if self._rf is not None:  # a reader opened earlier may not see the new bytes
+            self._rf.close()
+            self._rf = None
+        self._sf.write(data[have - offset :] if have > offset else data)
+        g[_G_HAVE] = end
+        if end - g[_G_SYNCED] >= self._sync or end == g[_G_TOTAL]:
+            self._sf.flush()  # LittleFS sync: stored bytes survive a power cut
+            g[_G_SYNCED] = end
+        return None
+
+    def resume_offset(self):
+        """Bytes of the current transfer already stored: the host resends from here."""
+        return self._stage[_G_HAVE] if self._sf is not None else 0
+
+    def read_staged(self, offset, buf):
+        """Read staged bytes into buf (to check the whole-list MAC); returns the count."""
+        if self._sf is None:
+            return 0
+        if self._rf is None:
+            self._sf.flush()
+            self._rf = open(self._path(_STAGE), "rb")
+        self._rf.seek(offset)
+        return self._rf.readinto(buf)
+
+    def abort(self):
+        """Drop the staged transfer; the installed list stays as it is."""
+        self._close_stage()
+        for i in range(6):
+            self._stage[i] = 0
+        _remove(self._path(_STAGE))
+        _remove(self._path(_META))
+
+    def commit(self):
+        """Install the staged list; from the moment this returns None lookups use it.
+        On an error the staged transfer is dropped and the installed list stays."""
+        g = self._stage
+        if self._sf is None:
+            return "no list transfer in progress"
+        if g[_G_HAVE] != g[_G_TOTAL]:
+            return "transfer incomplete: %d of %d bytes" % (g[_G_HAVE], g[_G_TOTAL])
+        self._close_stage()
+        err = self._check_versions(g[_G_KIND], g[_G_VER], g[_G_BASE])
+        if not err:
+            try:
+                if g[_G_KIND] == KIND_FULL:
+                    err = self._commit_full()
+                else:
+                    err = self._commit_delta()
+            except OSError as e:
+                err = "flash error during commit: %s" % e
+        _remove(self._path(_NEW))
+        _remove(self._path(_DTMP))
+        self.abort()
+        self._load()
+        return err
+
+    # -- status -------------------------------------------------------------------
+
+    def status(self):
+        """A dict for the host: version, last update kind, entries, per-issuer
+        (issuer, stored, over quota), transfer in progress."""
+        t = self._t
+        g = self._stage
+        return {
+            "version": self.version,
+            "kind": _KINDS[self.last_kind],
+            "entries": self.entries,
+            "capacity": self.capacity,
+            "base_day": self.base_day,
+            "key_id": self.key_id,
+            "issuers": [(t[s * _ST], t[s * _ST + _S_CNT], t[s * _ST + _S_OVF])
+                        for s in range(self._n)],
+            "overflowing": self.overflowing(),
+            "staged": None if not g[_G_KIND] else {
+                "kind": _KINDS[g[_G_KIND]], "version": g[_G_VER], "base_version": g[_G_BASE],
+                "received": g[_G_HAVE], "total": g[_G_TOTAL]},
+            "error": self.error,
+        }
+
+    def close(self):
+        self._close_stage()
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+    # -- internals ------------------------------------------------------------------
+
+    def _path(self, name):
+        return self._root + name
+
+    def _close_stage(self):
+        for fh in (self._sf, self._rf):
+            if fh is not None:
+                fh.close()
+        self._sf = self._rf = None
+
+    def _free(self):
+        try:
+            st = os.statvfs(self._root or "/")
+            return st[0] * st[3]
+        except (OSError, AttributeError):
+            return -1
+
+    def _check_versions(self, kind, version, base_version):
+        cur = self.version
+        if kind == KIND_FULL:
+            if version < 1:
+                return "list version must be 1 or more"
+            if version == cur:
+                return "replay refused: list version %d is already installed" % version
+            if version < cur:
+                return "downgrade refused: version %d is older than the installed %d" % (
+                    version, cur)
+            return None
+        if kind == KIND_DELTA:
+            if cur == 0:
+                return "no list installed: a delta needs a full list first"
+            if base_version > cur:
+                return "gap refused: delta applies to version %d, installed is %d" % (
+                    base_version, cur)
+            if base_version < cur:
+                return "replay refused: delta applies to version %d, installed is %d" % (
+                    base_version, cur)
+            if version != base_version + 1:
+                return "delta must go from version %d to %d, not to %d" % (
+                    base_version, base_version + 1, version)
+            return None
+        return "unknown list kind %d" % kind
+
+    def _check_header(self, h):
+        if h is None:
+            return "not a negative list (bad header)"
+        g = self._stage
+        kind, version, base_version, base_day, key_id = h
+        if kind != g[_G_KIND] or version != g[_G_VER] or (
+                kind == KIND_DELTA and base_version != g[_G_BASE]):
+            return "list header (kind %d, version %d) does not match the transfer" % (
+                kind, version)
+        if self._key_id is not None and key_id != self._key_id:
+            return "list is keyed with key id %d, the terminal uses %d" % (key_id, self._key_id)
+        if kind == KIND_DELTA and key_id != self.key_id:
+            return "delta keyed with key id %d, the installed list with %d" % (
+                key_id, self.key_id)
+        if kind == KIND_DELTA and base_day < self.base_day:
+            return "delta day %d is before the installed list's day %d" % (
+                base_day, self.base_day)
+        return None
+
+    def _recover(self):
+        # After a reset: a half-built merge is garbage; a staged transfer may resume
+        # (begin() with the same arguments), unless its commit had begun.
+        _remove(self._path(_NEW))
+        _remove(self._path(_DTMP))
+        try:
+            with open(self._path(_META), "rb") as mf:
+                m = mf.read()
+        except OSError:
+            m = b""
+        size = _size(self._path(_STAGE))
+        if len(m) == 20 and crc32(m[:16]) == struct.unpack_from("<I", m, 16)[0] and size >= 0:
+            kind, _, _, version, base, total = struct.unpack_from("<BBHIII", m, 0)
+            if size <= total:
+                g = self._stage
+                g[_G_KIND], g[_G_VER], g[_G_BASE], g[_G_TOTAL] = kind, version, base, total
+                g[_G_HAVE] = g[_G_SYNCED] = size
+                return
+        _remove(self._path(_STAGE))
+        _remove(self._path(_META))
+
+    def _load(self):
+        """Read the installed list's tables into RAM and keep its file open."""
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+        self._n = self.version = self.base_day = self.key_id = self.last_kind = 0
+        self.entries = 0
+        self.error = None
+        path = self._path(_ACTIVE)
+        size = _size(path)
+        if size < 0:
+            return
+        f = open(path, "rb")
+        try:
+            err = self._load_from(f, size)
+        except (OSError, ValueError, IndexError) as e:
+            err = "list file unreadable: %s" % e
+        if err:
+            f.close()
+            self._n = self.version = self.entries = 0
+            self.error = err
+            return
+        self._f = f
+
+    def _load_from(self, f, size):
+        f.seek(size - TRAILER_LEN)
+        tr = f.read(TRAILER_LEN)
+        magic, body_len, last_kind, _, _, tcrc = struct.unpack(_TRL, tr)
+        if magic != _TRL_MAGIC:
+            return "list file damaged (trailer)"
+        body = Body()
+        err = body.read(f, body_len, self._max)
+        if err:
+            return err
+        if body.kind != KIND_FULL or size != body_len + EXTRA_LEN * body.n + TRAILER_LEN:
+            return "list file damaged (length)"
+        f.seek(body_len)
+        ext = f.read(EXTRA_LEN * body.n)
+        if crc32(tr[:12], crc32(ext)) != tcrc:
+            return "list file damaged (extras CRC)"
+        t = self._t
+        total = 0
+        for s in range(body.n):
+            ovf, keep, c0, c1, c2, c3, _ = struct.unpack_from(_EXT, ext, EXTRA_LEN * s)
+            row = s * _ST
+            t[row + _S_ISS] = body.issuer[s]
+            t[row + _S_Q] = body.q[s]
+            t[row + _S_CNT] = body.count[s]
+            t[row + _S_REC] = body.rec_off[s]
+            t[row + _S_DIR] = body.dir_off[s]
+            t[row + _S_OVF] = ovf
+            t[row + _S_KEEP] = keep
+            t[row + _S_CUT0] = (c0 << 12) | c1
+            t[row + _S_CUT1] = (c2 << 12) | c3
+            t[row + _S_LQ] = body.aux[s]
+            total += body.count[s] - ovf
+        self._n = body.n
+        self.version = body.version
+        self.base_day = body.base_day
+        self.key_id = body.key_id
+        self.last_kind = last_kind
+        self.entries = total
+        return None
+
+    def _install(self, path):
+        if self._f is not None:
+            self._f.close()  # LittleFS frees the old file's blocks at the rename
+            self._f = None
+        os.rename(path, self._path(_ACTIVE))  # atomic: the old list or the new one
+        return None
+
+    def _commit_full(self):
+        # The staged bytes are the new list file: check them, append the terminal's
+        # quota results, rename over the installed list.
+        path = self._path(_STAGE)
+        body = Body()
+        with open(path, "rb") as f:
+            err = body.read(f, self._stage[_G_TOTAL], self._max)
+            if not err:
+                err = self._check_header(
+                    (body.kind, body.version, body.base_version, body.base_day, body.key_id))
+            if not err and body.records > self.capacity:
+                err = "list holds %d entries, capacity is %d" % (body.records, self.capacity)
+            for s in range(0 if err else body.n):
+                if body.q[s] > bucket_bits(self.capacity):
+                    err = "issuer %d: directory larger than the capacity needs" % body.issuer[s]
+            if not err:
+                err = self._verify_full(f, body)
+            if err:
+                return err
+            ext = self._extras(f, body)
+        self._append_extras(path, body, ext, KIND_FULL)
+        return self._install(path)
+
+    def _verify_full(self, f, body):
+        """Body CRC, directories consistent, keys strictly increasing in each bucket."""
+        err = self._verify_crc(f, body)
+        if err:
+            return err
+        r = _Reader(f, self._rbuf, memoryview(self._work)[_W_DIR:_W_END])
+        for s in range(body.n):
+            r.start(body.rec_off[s], body.dir_off[s], body.q[s], body.count[s])
+            pb = pa = pbb = pc = -1
+            while r.next():
+                if r.e == REMOVE or (r.bk == pb and not _before(pa, pbb, pc, 0,
+                                                                 r.a, r.b, r.c, 0)):
+                    return "issuer %d: entry %d out of order or bad" % (body.issuer[s], r.i)
+                pb, pa, pbb, pc = r.bk, r.a, r.b, r.c
+            if not r.finish():
+                return "issuer %d: directory does not match its entries" % body.issuer[s]
+        return None
+
+    def _verify_crc(self, f, body):
+        buf = memoryview(self._work)[:_W_OUT]
+        crc = 0
+        pos = 0
+        f.seek(0)
+        while pos < body.table_off:
+            n = f.readinto(buf)
+            if n <= 0:
+                return "list truncated"
+            n = min(n, body.table_off - pos)
+            crc = crc32(buf[:n], crc)
+            pos += n
+        if crc != body.body_crc:
+            return "list damaged (body CRC)"
+        return None
+
+    def _extras(self, f, body):
+        """Per section: (over quota, keep rank, cut key) under the quotas in force."""
+        out = []
+        for s in range(body.n):
+            quota = self._quota_of(body.issuer[s], body.aux[s])
+            cnt = body.count[s]
+            if 0 <= quota < cnt:
+                out.append((cnt - quota,) + self._keep_newest(f, body, s, quota))
+            else:
+                out.append((0, 0, 0, 0, 0, 0))
+        return out
+
+    def _keep_newest(self, f, body, s, keep):
+        """(rank, cut key) such that exactly `keep` entries of section s count: those
+        expiring last (no expiry counts as newest), ties kept from the cut key up."""
+        if keep == 0:
+            return _NEWEST + 1, 0, 0, 0, 0
+        r = _Reader(f, self._rbuf, memoryview(self._work)[_W_DIR:_W_END])
+        hist = memoryview(self._work)[:256]  # 64 u32 counts
+        above = 0
+        sel = 0
+        for shift in (6, 0):  # top 6 bits of the rank, then the low 6
+            for i in range(256):
+                hist[i] = 0
+            r.start(body.rec_off[s], body.dir_off[s], body.q[s], body.count[s])
+            while r.next():
+                k = _rank(r.e)
+                if shift == 0 and k >> 6 != sel:
+                    continue
+                _inc32(hist, ((k >> shift) & 63) << 2)
+            j = 63
+            while above + _u32(hist, j << 2) < keep:
+                above += _u32(hist, j << 2)
+                j -= 1
+            sel = j if shift else (sel << 6) | j
+        drop = _u32(hist, j << 2) - (keep - above)  # entries of rank sel dropped: lowest keys
+        if drop == 0:
+            return sel, 0, 0, 0, 0
+        r.start(body.rec_off[s], body.dir_off[s], body.q[s], body.count[s])
+        seen = 0
+        while r.next():
+            if _rank(r.e) == sel:
+                if seen == drop:
+                    return sel, r.bk, r.a, r.b, r.c
+                seen += 1
+        return sel + 1, 0, 0, 0, 0  # not reached while keep < count
+
+    def _append_extras(self, path, body, ext, last_kind):
+        blob = bytearray()
+        for row in ext:
+            blob += struct.pack(_EXT, row[0], row[1], row[2], row[3], row[4], row[5], 0)
+        head = struct.pack(_TRL, _TRL_MAGIC, body.table_off + SECTION_LEN * body.n + FOOTER_LEN,
+                           last_kind, 0, 0, 0)[:12]
+        blob += head + struct.pack("<I", crc32(head, crc32(blob)))
+        with open(path, "ab") as f:
+            f.write(blob)
+
+    def _commit_delta(self):
+        # Merge installed list + staged delta into _NEW (directories via _DTMP),
+        # append the quota results, rename over the installed list.
+        npath = self._path(_NEW)
+        dpath = self._path(_DTMP)
+        w = memoryview(self._work)
+        with open(self._path(_STAGE), "rb") as sf:
+            d = Body()
+            err = d.read(sf, self._stage[_G_TOTAL], self._max)
+            if not err:
+                err = self._check_header((d.kind, d.version, d.base_version, d.base_day, d.key_id))
+            if not err:
+                err = self._verify_crc(sf, d)
+            if err:
+                return err
+            with open(npath, "wb") as nf:
+                out = _Out(nf, w[:_W_OUT])
+                out.raw(pack_header(KIND_FULL, d.version, d.base_version, d.base_day, d.key_id))
+                with open(dpath, "wb") as tf:
+                    dout = _Out(tf, w[_W_OUT:_W_DEL])
+                    res = self._merge(sf, d, out, dout)
+                    dout.flush()
+                if isinstance(res, str):
+                    return res
+                out.flush()
+                table = bytearray()
+                total = 0
+                for issuer, q, cnt, quota in res:
+                    table += pack_section(issuer, q, cnt, quota)
+                    total += cnt
+                with open(dpath, "rb") as tf:  # directories follow all the records
+                    while True:
+                        n = tf.readinto(self._rbuf)
+                        if not n:
+                            break
+                        out.raw(memoryview(self._rbuf)[:n])
+                nf.write(table)
+                nf.write(pack_footer(len(res), total, out.crc, table))
+        body = Body()
+        with open(npath, "rb") as f:
+            err = body.read(f, _size(npath), self._max)
+            if err:
+                return "merge produced a bad list: " + err
+            ext = self._extras(f, body)
+        self._append_extras(npath, body, ext, KIND_DELTA)
+        return self._install(npath)
+
+    def _merge(self, sf, d, out, dout):
+        """Installed list + delta d -> records to out, directories to dout. Returns
+        [(issuer, q, count, listed quota)] or an error message."""
+        shift = d.base_day - self.base_day  # expiry codes move to the delta's day
+        w = memoryview(self._work)
+        br = _Reader(self._f, self._rbuf, w[_W_DIR:_W_END])
+        dr = _DeltaReader(sf, w[_W_DEL:_W_DIR])
+        t = self._t
+        res = []
+        total = 0
+        i = j = 0
+        nb = self._n
+        while i < nb or j < d.n:
+            ib = t[i * _ST] if i < nb else 0x10000
+            jd = d.issuer[j] if j < d.n else 0x10000
+            issuer = min(ib, jd)
+            has_b = ib == issuer
+            has_d = jd == issuer
+            if has_b:
+                row = i * _ST
+                q = t[row + _S_Q]
+                lquota = (d.aux[j] if has_d else 0) or t[row + _S_LQ]
+                keep = t[row + _S_KEEP]
+                x = t[row + _S_CUT0]
+                y = t[row + _S_CUT1]
+                c0, c1, c2, c3 = x >> 12, x & 4095, y >> 12, y & 4095
+                br.start(t[row + _S_REC], t[row + _S_DIR], q, t[row + _S_CNT])
+                i += 1
+            else:
+                lquota = d.aux[j]
+                keep = c0 = c1 = c2 = c3 = 0
+                q = bucket_bits(max(d.count[j], self._quota_of(issuer, lquota)))
+            if has_d:
+                dr.start(d.rec_off[j], d.count[j], q)
+                j += 1
+            cnt = 0
+            nxt = 0  # next bucket whose directory entry is due
+            lb = la = lbb = lc = -1  # last key written
+            hb = has_b and _next_base(br, keep, c0, c1, c2, c3, shift)
+            hd = has_d and dr.next()
+            while hb or hd:
+                if hb and hd:
+                    if br.bk == dr.bk and br.a == dr.a and br.b == dr.b and br.c == dr.c:
+                        o = 0
+                    elif _before(br.bk, br.a, br.b, br.c, dr.bk, dr.a, dr.b, dr.c):
+                        o = -1
+                    else:
+                        o = 1
+                else:
+                    o = -1 if hb else 1
+                if o < 0:
+                    bk, a, b, c, e = br.bk, br.a, br.b, br.c, br.e2
+                else:  # the delta's record replaces or removes the installed one
+                    bk, a, b, c, e = dr.bk, dr.a, dr.b, dr.c, dr.e
+                if e != REMOVE and (bk != lb or a != la or b != lbb or c != lc):
+                    if total + cnt >= self.capacity:
+                        return "list would exceed its capacity of %d entries" % self.capacity
+                    while nxt <= bk:
+                        dout.u32(cnt)
+                        nxt += 1
+                    out.record(a, b, c, e)
+                    cnt += 1
+                    lb, la, lbb, lc = bk, a, b, c
+                if o <= 0:
+                    hb = _next_base(br, keep, c0, c1, c2, c3, shift)
+                if o >= 0:
+                    hd = dr.next()
+            if dr.bad:
+                return "delta records out of order (issuer %d)" % issuer
+            if br.bad:
+                return "installed list damaged (issuer %d)" % issuer
+            if cnt:
+                while nxt <= (1 << q):
+                    dout.u32(cnt)
+                    nxt += 1
+                res.append((issuer, q, cnt, lquota))
+                total += cnt
+        if len(res) > self._max:
+            return "list would hold %d issuers, the terminal holds %d" % (len(res), self._max)
+        return res
+
+
+def _next_base(r, keep, c0, c1, c2, c3, shift):
+    # next installed entry that survives a merge: within quota, not expired (rebased)
+    while r.next():
+        e = r.e
+        if keep:
+            k = e if e else _NEWEST
+            if k < keep or (k == keep and _before(r.bk, r.a, r.b, r.c, c0, c1, c2, c3)):
+                continue
+        if e:
+            e -= shift
+            if e < 1:
+                continue
+        r.e2 = e
+        return True
+    return False
+
+
+def _u32(b, p):
+    return b[p] | (b[p + 1] << 8) | (b[p + 2] << 16) | (b[p + 3] << 24)
+
+
+def _inc32(b, p):
+    v = _u32(b, p) + 1
+    b[p] = v & 255
+    b[p + 1] = (v >> 8) & 255
+    b[p + 2] = (v >> 16) & 255
+    b[p + 3] = v >> 24

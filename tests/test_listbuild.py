@@ -1,0 +1,173 @@
+"""host_tools/listbuild.py: negative lists from CSV, checked against the terminal's code."""
+
+import datetime
+
+import pytest
+
+from host_tools import listbuild as lb
+from host_tools.errors import ToolError
+from terminal import negative_list as nl
+from terminal.tokenhash import TokenHasher
+
+KEY = bytes(range(16))
+DAY = lb.day_number(datetime.date(2026, 11, 21))
+ISSUERS = {257: 5, 258: None, 0x0300: 100}
+
+
+def build(text, version=1, issuers=ISSUERS, capacity=1000, **kw):
+    return lb.build_full(text, version=version, issuers=issuers, list_key=KEY, key_id=1,
+                         capacity=capacity, today=DAY, **kw)
+
+
+def delta(text, base, issuers=ISSUERS, capacity=1000, **kw):
+    return lb.build_delta(text, base=base, issuers=issuers, list_key=KEY, capacity=capacity,
+                          today=DAY, **kw)
+
+
+def install(tmp_path, *lists):
+    t = nl.NegativeList(str(tmp_path), 1000, key_id=1)
+    for b in lists:
+        err = t.begin(b.kind, b.version, b.base_version, len(b.data))
+        assert err is None, err
+        assert t.write_chunk(0, b.data) is None
+        err = t.commit()
+        assert err is None, err
+    return t
+
+
+def listed(t, issuer, token, day=DAY):
+    return t.lookup(TokenHasher(KEY).hash(token.encode()), issuer, day)
+
+
+def test_malformed_lines_reported_with_numbers():
+    text = "\n".join([
+        "issuer,token,action,expiry",
+        "257,4980000000000001,add",
+        "257,4980000000000002",  # 3: too few fields
+        "x57,4980000000000003,add",  # 4: issuer not a number
+        "257,49800000000000041234,add",  # 5: token too long
+        "",
+        "# a comment",
+        "257,4980000000000005,block",  # 8: bad action
+        "257,4980000000000006,add,2026-13-01",  # 9: bad date
+        "999,4980000000000007,add",  # 10: unknown issuer
+        "257,4980-0000,add",  # 11: token not alphanumeric
+    ])
+    with pytest.raises(ToolError) as e:
+        build(text)
+    msg = str(e.value)
+    assert "7 bad line(s)" in msg
+    for n in (3, 4, 5, 8, 9, 10, 11):
+        assert "line %d:" % n in msg
+    assert "unknown issuer 999" in msg and "line 2:" not in msg
+
+
+def test_full_list_from_csv_on_the_terminal(tmp_path):
+    text = """issuer,token,action,expiry
+257,4980000000000001,add
+257,4980000000000002,add,2026-11-30
+0x0102,4980000000000003,add
+257,4980000000000004,add,2026-11-20
+258,4980000000000005,remove
+"""
+    b = build(text)
+    assert b.kind == nl.KIND_FULL and b.entries == 3 and b.per_issuer == {257: 2, 258: 1}
+    assert b.expired == 1 and any("expired" in w for w in b.warnings)
+    t = install(tmp_path, b)
+    assert listed(t, 257, "4980000000000001") and listed(t, 258, "4980000000000003")
+    exp = lb.day_number(datetime.date(2026, 11, 30))
+    assert listed(t, 257, "4980000000000002", exp)
+    assert not listed(t, 257, "4980000000000002", exp + 1)
+    assert not listed(t, 257, "4980000000000004")
+    assert not listed(t, 257, "4980000000000003")  # listed under its own issuer only
+    f = lb.decode(b.data)
+    assert f.version == 1 and f.base_day == DAY and f.key_id == 1 and f.entries() == 3
+
+
+def test_duplicates_merged_last_line_wins(tmp_path):
+    text = """257,111,add
+257,222,add
+257,111,remove
+257,222,add,2026-12-01
+257,333,remove
+257,333,add
+"""
+    b = build(text)
+    assert b.duplicates == 3 and b.entries == 2
+    t = install(tmp_path, b)
+    assert not listed(t, 257, "111") and listed(t, 257, "222") and listed(t, 257, "333")
+    assert not listed(t, 257, "222", lb.day_number(datetime.date(2026, 12, 2)))
+    with pytest.raises(ToolError, match="issuer 257 on line 1 and issuer 258 on line 2"):
+        build("257,444,add\n258,444,add\n")
+
+
+def test_over_quota_refused_unless_resolved(tmp_path):
+    text = "".join("257,%d,add\n" % (1000 + i) for i in range(8))
+    with pytest.raises(ToolError, match="issuer 257 would list 8 entries, 3 over its quota of 5"):
+        build(text)
+    b = build(text, resolve="keep-newest")
+    assert b.entries == 5 and b.dropped_quota == {257: 3}
+    t = install(tmp_path, b)
+    assert [listed(t, 257, str(1000 + i)) for i in range(8)] == [False] * 3 + [True] * 5
+    assert not t.overflowing()
+    with pytest.raises(ToolError, match="unknown quota resolution"):
+        build(text, resolve="drop-all")
+
+
+def test_capacity_refused_before_transfer():
+    text = "".join("258,%d,add\n" % i for i in range(50))
+    with pytest.raises(ToolError, match="50 entries, the board holds 40"):
+        build(text, capacity=40)
+    assert build(text, capacity=50).entries == 50
+
+
+def test_expiry_too_far_refused():
+    with pytest.raises(ToolError, match="more than 4093 days"):
+        build("257,1,add,2040-01-01\n")
+
+
+def test_delta_from_csv(tmp_path):
+    base = build("257,1,add\n257,2,add\n258,3,add\n258,4,add,2026-12-24\n")
+    d = delta("257,1,remove\n257,9,remove\n257,5,add\n0x300,6,add\n258,4,add,2026-12-31\n"
+              "258,3,add\n", base.data)
+    assert (d.kind, d.version, d.base_version) == (nl.KIND_DELTA, 2, 1)
+    assert d.adds == 3 and d.removes == 1 and d.entries == 5  # 3 unchanged: left out
+    assert any("not on the list" in w for w in d.warnings)
+    t = install(tmp_path, base, d)
+    assert t.version == 2 and t.entries == 5
+    assert not listed(t, 257, "1") and listed(t, 257, "2") and listed(t, 257, "5")
+    assert listed(t, 0x300, "6") and listed(t, 258, "3")
+    assert listed(t, 258, "4", lb.day_number(datetime.date(2026, 12, 31)))
+    # the same content as a full build of everything
+    full = build("257,2,add\n257,5,add\n0x300,6,add\n258,3,add\n258,4,add,2026-12-31\n",
+                 version=2)
+    installed = lb.decode((tmp_path / "nl.bin").read_bytes())
+    assert installed.sections == lb.decode(full.data).sections
+    with pytest.raises(ToolError, match="from version 1 to 2, not 5"):
+        delta("257,7,add\n", base.data, version=5)
+    with pytest.raises(ToolError, match="must be a full list"):
+        delta("257,7,add\n", d.data)
+
+
+def test_delta_over_quota(tmp_path):
+    base = build("".join("257,%d,add,2026-12-%02d\n" % (i, 10 + i) for i in range(5)))
+    with pytest.raises(ToolError, match="issuer 257 would list 7 entries, 2 over"):
+        delta("257,100,add\n257,101,add\n", base.data)
+    d = delta("257,100,add\n257,101,add\n", base.data, resolve="keep-newest")
+    assert d.entries == 5 and d.dropped_quota == {257: 2}
+    t = install(tmp_path, base, d)
+    # the two entries expiring first made room for the new ones
+    assert [listed(t, 257, str(i)) for i in (0, 1, 2, 3, 4, 100, 101)] == [
+        False, False, True, True, True, True, True]
+    assert not t.overflowing()
+
+
+def test_bad_arguments():
+    with pytest.raises(ToolError, match="16 bytes"):
+        lb.build_full("", version=1, issuers=ISSUERS, list_key=b"short", key_id=1,
+                      capacity=10, today=DAY)
+    with pytest.raises(ToolError, match="version must be 1 or more"):
+        build("257,1,add\n", version=0)
+    with pytest.raises(ToolError, match="not a usable negative list"):
+        delta("257,1,add\n", b"garbage" * 10)
+    assert issubclass(ToolError, Exception)
