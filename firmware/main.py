@@ -23,6 +23,7 @@ def boot():
     except KeyboardInterrupt:
         pass
     finally:
+        term.close()
         plat.shutdown()
 
 

@@ -243,11 +243,279 @@ def do_flash(args):
                     "land with the NFC/boards issue; use `termctl emulate` meanwhile")
 
 
+# -- keys -------------------------------------------------------------------------
+
+def argparse_keys(sub):
+    p = sub.add_parser("keys", help="install the deployment keys on a terminal",
+                       description="Push the token-hash (list) key and the issuers' card MAC "
+                       "keys from the keyring to the terminal, wrapped and signed. The keys "
+                       "are made on first use and kept in the keyring.")
+    ksub = p.add_subparsers(dest="keys_cmd", required=True)
+    ksub.add_parser("push", help="install the keys")
+
+
+def do_keys(args):
+    from host_tools.provision import push_keys
+
+    with _link(args) as t:
+        print(f"keys installed: {push_keys(t, t.keyring)}")
+    return 0
+
+
+# -- sale ---------------------------------------------------------------------------
+
+def argparse_sale(sub):
+    p = sub.add_parser(
+        "sale", help="play the POS: ask the terminal for a sale",
+        description="Ask for a sale of AMOUNT yen. With --token the card is injected "
+        "(bench, no RF): its image comes from --wallet (issued on first use) and its new "
+        "counters go back there. With --centre DB the online requests the sale raises are "
+        "answered by the centre; without, the terminal cannot go online and the issuer's "
+        "default action decides.")
+    p.add_argument("amount", type=int, help="amount in yen")
+    p.add_argument("--token", required=True, help="card token number (up to 16 characters)")
+    p.add_argument("--issuer", type=int, default=1, help="issuer id (default 1)")
+    p.add_argument("--product", default="credit", choices=["credit", "prepaid", "debit"])
+    p.add_argument("--expiry", default=None, help="card expiry YYYY-MM for a new card")
+    p.add_argument("--wallet", default=None, help="JSON wallet keeping the card's counters")
+    p.add_argument("--centre", default=None, metavar="DB", help="centre database (SQLite)")
+    p.epilog = "exit status: 0 approved, 3 declined, 1 error"
+
+
+def do_sale(args):
+    from host_tools.pos import run_sale
+    from host_tools.wallet import Wallet
+
+    wallet = Wallet.open(args.wallet)
+    centre = _centre(args.centre) if args.centre else None
+    with _link(args) as t:
+        image = wallet.card(args.token, args.issuer, args.product, t.keyring, args.expiry)
+        result = run_sale(t, args.amount, image, centre=centre)
+    wallet.store(args.token, result.card_image)
+    wallet.save()
+    print(result)
+    return 0 if result.approved else 3
+
+
+def _centre(path):
+    from host_tools.centre import Centre
+
+    return Centre(path)
+
+
+# -- list ---------------------------------------------------------------------------
+
+def argparse_list(sub):
+    p = sub.add_parser(
+        "list", help="build, push and inspect the negative list",
+        description="Negative lists are keyed by a keyed hash of the token number (the "
+        "deployment's list key in the keyring). `build` turns a CSV "
+        "(issuer,token,add|remove[,YYYY-MM-DD]) into a full list, or with --base into the "
+        "delta from that full list; `push` sends one to a terminal, resumably, and installs it "
+        "atomically; `status` shows what the terminal holds.")
+    lsub = p.add_subparsers(dest="list_cmd", required=True)
+    b = lsub.add_parser("build", help="build a list file from CSV")
+    b.add_argument("csv", help="CSV file of list actions")
+    b.add_argument("--out", required=True, help="list file to write")
+    b.add_argument("--version", type=int, default=None,
+                   help="list version (full lists; deltas are base + 1)")
+    b.add_argument("--base", default=None, help="full list file the delta applies to")
+    b.add_argument("--quota", action="append", default=[], metavar="ISSUER=N",
+                   help="per-issuer entry quota (repeat); over quota is refused unless "
+                   "--resolve says how")
+    b.add_argument("--resolve", choices=["keep-newest"], default=None,
+                   help="over quota: keep the newest entries (dropped ones are reported)")
+    b.add_argument("--board", default="emulator",
+                   help="board whose list capacity bounds the list (default emulator)")
+    p_push = lsub.add_parser("push", help="send a list file to the terminal and install it")
+    p_push.add_argument("file", help="list file from `termctl list build`")
+    lsub.add_parser("status", help="version, entries and quotas on the terminal")
+
+
+def _board_value(board: str, name: str) -> int:
+    from host_tools.emulator import BOARDS
+
+    path = BOARDS / f"{board}.py"
+    if not path.exists():
+        raise ToolError(f"unknown board {board!r}")
+    values: dict = {}
+    exec(compile(path.read_text(), str(path), "exec"), values)
+    return int(values[name])
+
+
+def do_list(args):
+    if args.list_cmd == "build":
+        return _list_build(args)
+    with _link(args) as t:
+        if args.list_cmd == "status":
+            for k, v in _list_status(t).items():
+                print(f"{k:<26} {v}")
+            return 0
+        return _list_push(t, args.file)
+
+
+def _list_status(t) -> dict[str, str]:
+    from host_tools.link import parse_kv
+    from terminal import protocol
+
+    return parse_kv(t.call(protocol.CMD_LIST_STATUS).decode())
+
+
+def _list_build(args):
+    import datetime as _dt
+
+    from host_tools import listbuild
+
+    ring = Keyring.open(args.keyring)
+    key_id, list_key = ring.list_key()
+    quotas = {}
+    for q in args.quota:
+        issuer, eq, n = q.partition("=")
+        if not eq or not issuer.isdigit() or not n.isdigit():
+            raise ToolError(f"bad --quota {q!r}: use ISSUER=N")
+        quotas[int(issuer)] = int(n)
+    issuers = {int(i): quotas.get(int(i)) for i in ring.deployment()["issuers"]}
+    unknown = set(quotas) - set(issuers)
+    if unknown:
+        raise ToolError(f"--quota for unknown issuer(s) {sorted(unknown)}")
+    try:
+        text = Path(args.csv).read_text()
+    except OSError as e:
+        raise ToolError(f"cannot read {args.csv}: {e.strerror}") from None
+    common = dict(issuers=issuers, list_key=list_key,
+                  capacity=_board_value(args.board, "LIST_CAPACITY"),
+                  today=listbuild.day_number(_dt.date.today()), resolve=args.resolve,
+                  name=args.csv)
+    if args.base:
+        built = listbuild.build_delta(text, base=Path(args.base).read_bytes(),
+                                      version=args.version, **common)
+    else:
+        built = listbuild.build_full(text, version=args.version or 1, key_id=key_id, **common)
+    Path(args.out).write_bytes(built.data)
+    kind = "full" if built.kind == 1 else f"delta on v{built.base_version}"
+    print(f"list v{built.version} ({kind}): {built.entries} entries on the terminal, "
+          f"{built.adds} adds, {built.removes} removes, {built.duplicates} duplicates merged, "
+          f"{len(built.data)} bytes -> {args.out}")
+    for issuer, n in sorted(built.per_issuer.items()):
+        quota = issuers.get(issuer)
+        print(f"  issuer {issuer}: {n} entries" + (f" (quota {quota})" if quota else ""))
+    for issuer, n in sorted(built.dropped_quota.items()):
+        print(f"  issuer {issuer}: {n} entries over quota dropped (--resolve keep-newest)")
+    for w in built.warnings:
+        print(f"  warning: {w}")
+    return 0
+
+
+def _list_push(t, path):
+    from host_tools.transfer import push_list
+    from terminal import negative_list as nl
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise ToolError(f"cannot read {path}: {e.strerror}") from None
+    head = nl.parse_header(data[:nl.HEADER_LEN])
+    if head is None:
+        raise ToolError(f"{path} is not a list file (bad header)")
+    kind, version, base, _day, key_id = head
+    from host_tools.listbuild import decode as decode_list
+
+    entries = decode_list(data).entries()
+    capacity = int(_list_status(t)["list_capacity"])
+    if kind == nl.KIND_FULL and entries > capacity:
+        raise ToolError(f"{path}: {entries} entries, the terminal holds {capacity}: "
+                        "not sent")
+    print(push_list(t, data, kind, version, base))
+    return 0
+
+
+# -- batch --------------------------------------------------------------------------
+
+def argparse_batch(sub):
+    p = sub.add_parser("batch", help="pull and acknowledge the clearing batch",
+                       description="Close the terminal's batch, read every record not yet "
+                       "acknowledged, check the batch MAC, store the records (centre "
+                       "database, CSV, JSONL), then acknowledge so the terminal frees them. "
+                       "Safe to repeat: the centre de-duplicates by terminal and sequence.")
+    bsub = p.add_subparsers(dest="batch_cmd", required=True)
+    pull = bsub.add_parser("pull", help="pull, store, acknowledge")
+    pull.add_argument("--centre", default=None, metavar="DB", help="centre database to fill")
+    pull.add_argument("--csv", default=None, help="also write the records as CSV")
+    pull.add_argument("--jsonl", default=None, help="also write the records as JSON lines")
+    pull.add_argument("--no-ack", action="store_true",
+                      help="do not acknowledge (the terminal keeps the records)")
+
+
+def do_batch(args):
+    from host_tools.transfer import ack_batch, pull_batch
+
+    if not (args.centre or args.csv or args.jsonl or args.no_ack):
+        raise ToolError("batch pull needs somewhere to store the records before they are "
+                        "acknowledged: --centre DB, --csv FILE or --jsonl FILE "
+                        "(or --no-ack to only look)")
+    with _link(args) as t:
+        batch = pull_batch(t)
+        stored = []
+        if args.centre:
+            inserted, dup = _centre(args.centre).ingest_clearing(batch.terminal_id,
+                                                                 batch.records)
+            stored.append(f"centre: {inserted} new, {dup} already there")
+        if args.csv:
+            _write_csv(args.csv, batch.records)
+            stored.append(f"csv: {args.csv}")
+        if args.jsonl:
+            _write_jsonl(args.jsonl, batch.records)
+            stored.append(f"jsonl: {args.jsonl}")
+        print(f"batch {batch.batch_id}: {batch.count} records (seq {batch.first_seq}.."
+              f"{batch.first_seq + batch.count - 1}), {batch.wire_bytes} bytes on the wire, "
+              f"{batch.seconds:.2f} s; " + "; ".join(stored or ["not stored"]))
+        if not args.no_ack:
+            print(f"acknowledged: {ack_batch(t, batch.batch_id)}")
+    return 0
+
+
+_ASCII_FIELDS = ("approval_code", "masked_token")
+
+
+def _plain(rec: dict) -> dict:
+    """A record for CSV/JSON: ASCII fields as text, other bytes as hex."""
+    out = {}
+    for k, v in rec.items():
+        if isinstance(v, bytes | bytearray):
+            v = bytes(v).decode("ascii", "replace") if k in _ASCII_FIELDS else bytes(v).hex()
+        out[k] = v
+    return out
+
+
+def _write_csv(path, records):
+    import csv
+
+    exists = Path(path).exists()
+    with open(path, "a", newline="") as f:
+        rows = [_plain(r) for r in records]
+        if not rows:
+            return
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        if not exists:
+            w.writeheader()
+        w.writerows(rows)
+
+
+def _write_jsonl(path, records):
+    with open(path, "a") as f:
+        for r in records:
+            f.write(json.dumps(_plain(r)) + "\n")
+
+
 COMMANDS = {
     "emulate": (argparse_emulate, do_emulate),
     "status": (argparse_status, do_status),
     "time": (argparse_time, do_time),
     "params": (argparse_params, do_params),
+    "keys": (argparse_keys, do_keys),
+    "sale": (argparse_sale, do_sale),
+    "batch": (argparse_batch, do_batch),
+    "list": (argparse_list, do_list),
     "demo": (argparse_demo, do_demo),
     "flash": (argparse_flash, do_flash),
 }

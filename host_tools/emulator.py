@@ -130,8 +130,10 @@ class Emulator:
         env = dict(os.environ, MICROPYPATH=f"{build}:.frozen")
         t0 = time.monotonic()
         self._log = open(self.log_path, "ab")
+        # cwd = the build: the unix port puts "" first on sys.path, and a user's
+        # directory holding its own terminal/ or drivers/ must not shadow ours.
         self.proc = subprocess.Popen(cmd, stdin=master, stdout=master, stderr=self._log,
-                                     env=env, close_fds=True)
+                                     env=env, close_fds=True, cwd=build)
         os.close(master)
         self._wait_ready(ready_timeout)
         self.boot_ms = (time.monotonic() - t0) * 1000

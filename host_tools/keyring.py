@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import tempfile
 from pathlib import Path
 
 from host_tools.errors import ToolError
+
+# Bench issuers created with a new deployment: (id, name).
+BENCH_ISSUERS = ((1, "iD Bank (credit)"), (2, "QP Card (credit)"), (3, "Prepaid Co (prepaid)"))
 
 
 def default_path() -> Path:
@@ -65,6 +69,31 @@ class Keyring:
                 "(emulated boards add theirs at first start; real boards at `make flash`)")
         return bytes.fromhex(entry["key"]), int(entry.get("counter", 0))
 
+    def deployment(self) -> dict:
+        """The deployment keys (token-hash list key, issuers' card MAC keys), made on
+        first use: the host side of what `termctl keys push` installs on terminals."""
+        dep = self.data.get("deployment")
+        if dep is None:
+            dep = {"list_key_id": 1, "list_key": secrets.token_bytes(16).hex(),
+                   "issuers": {str(i): {"name": name, "version": 1,
+                                        "key": secrets.token_bytes(16).hex()}
+                               for i, name in BENCH_ISSUERS}}
+            self.data["deployment"] = dep
+            self._save()
+        return dep
+
+    def list_key(self) -> tuple[int, bytes]:
+        dep = self.deployment()
+        return int(dep["list_key_id"]), bytes.fromhex(dep["list_key"])
+
+    def issuer_key(self, issuer: int) -> tuple[int, bytes]:
+        entry = self.deployment()["issuers"].get(str(issuer))
+        if entry is None:
+            known = ", ".join(sorted(self.deployment()["issuers"]))
+            raise ToolError(f"unknown issuer {issuer} (keyring {self.path} has {known})")
+        return int(entry["version"]), bytes.fromhex(entry["key"])
+
     def set_counter(self, terminal_id: int, counter: int) -> None:
         self.data["terminals"]["%08x" % terminal_id]["counter"] = counter
         self._save()
+

@@ -66,7 +66,13 @@ class TerminalLink:
         self._req = int(time.monotonic() * 1000) & 0xFFFF
         self._status: dict[str, str] | None = None
         self.events: list[tuple[int, int, bytes]] = []  # (evt, seq, body) seen while waiting
+        # Called for each event as it arrives (e.g. an online request during a sale);
+        # it may itself make requests: replies are matched by (command, request id).
+        self.on_event = None
+        self._replies: dict[tuple[int, int], tuple[int, bytes]] = {}
         self._seen = bytearray()  # raw bytes seen while waiting, for diagnosing a non-terminal
+        self.bytes_sent = 0  # frames on the wire, for transfer figures
+        self.bytes_received = 0
 
     @classmethod
     def open(cls, port: str | None, timeout: float = 2.0,
@@ -101,8 +107,10 @@ class TerminalLink:
     # -- raw exchange ---------------------------------------------------------
 
     def send_payload(self, payload: bytes) -> None:
+        wire = frame.encode(payload)
         try:
-            self.ser.write(frame.encode(payload))
+            self.ser.write(wire)
+            self.bytes_sent += len(wire)
         except (serial.SerialException, OSError) as e:
             raise ToolError(f"{self.name}: write failed: {e}") from None
 
@@ -126,6 +134,7 @@ class TerminalLink:
             except (serial.SerialException, OSError) as e:
                 raise ToolError(f"{self.name}: read failed: {e}") from None
             if data:
+                self.bytes_received += len(data)
                 if len(self._seen) < 256:
                     self._seen += data[:256]
                 self.rx.feed(data)
@@ -136,7 +145,10 @@ class TerminalLink:
         self._seen = bytearray()
         self.send_payload(payload)
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        key = (cmd | protocol.REPLY_BIT, req)
         while True:
+            if key in self._replies:
+                return self._replies.pop(key)
             got = self.read_frame(deadline)
             if got is None:
                 raise ToolError(self._silence_message())
@@ -146,10 +158,14 @@ class TerminalLink:
             if kind & protocol.REPLY_BIT:
                 if kind == protocol.CMD_FRAME_ERROR | protocol.REPLY_BIT:
                     continue  # the terminal saw a corrupt frame (maybe an old one of ours)
-                if kind == cmd | protocol.REPLY_BIT and seq == req and len(got) >= 4:
-                    return got[3], got[4:]
+                if len(got) >= 4:
+                    self._replies[(kind, seq)] = (got[3], got[4:])
             elif kind & protocol.EVENT_BIT:
-                self.events.append((kind & 0x3F, seq, got[3:]))
+                event = (kind & 0x3F, seq, got[3:])
+                if self.on_event is not None:
+                    self.on_event(*event)
+                else:
+                    self.events.append(event)
 
     def _silence_message(self) -> str:
         seen = bytes(self._seen)
@@ -169,18 +185,23 @@ class TerminalLink:
         status, reply = self.exchange(cmd, req, request(cmd, req, body), timeout)
         return self._check(cmd, status, reply)
 
-    def call_signed(self, cmd: int, args: bytes = b"", timeout: float | None = None) -> bytes:
+    def authenticator(self) -> protocol.Authenticator:
         st = self.status(cached=True)
         if st.get("provisioned") != "1":
             raise ToolError(f"{self.name}: terminal {st.get('terminal_id')} has no key yet")
         tid = int(st["terminal_id"], 16)
-        key, counter = self.keyring.get(tid)
+        return protocol.Authenticator(self.keyring.get(tid)[0], tid)
+
+    def call_signed(self, cmd: int, args: bytes = b"", timeout: float | None = None) -> bytes:
+        auth = self.authenticator()
+        st = self.status(cached=True)
+        tid = int(st["terminal_id"], 16)
+        counter = self.keyring.get(tid)[1]
         # The terminal's counter is public; taking the max keeps two hosts (or a
         # lost keyring) from being refused as replays.
         counter = max(counter, int(st.get("auth_counter", "0"))) + 1
         self.keyring.set_counter(tid, counter)
         st["auth_counter"] = str(counter)
-        auth = protocol.Authenticator(key, tid)
         req = self._next_req()
         payload = signed_request(auth, cmd, req, counter, args)
         status, reply = self.exchange(cmd, req, payload, timeout)

@@ -3,15 +3,18 @@
     def test_x(mpy):
         out = mpy("from terminal import frame; print(frame.MAGIC)")
 
-`mpy(code, heap=...)` runs `code` with firmware/ and boards/ on the module
-path, under the given heap cap, and returns stdout; a non-zero exit fails the
-test with the firmware's traceback.
+`mpy(code, heap=..., compiled=False)` runs `code` with firmware/ (or, with
+compiled=True, its mpy-cross build) and boards/ on the module path, under the
+given heap cap, and returns stdout; a non-zero exit fails the test with the
+firmware's traceback. The cwd is a temporary directory, so nothing in the
+caller's directory shadows a firmware module.
 """
 
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -32,15 +35,33 @@ def micropython_binary() -> str:
     return found
 
 
-def run_micropython(code: str, heap: str = "64k", timeout: float = 120, cwd=None) -> str:
-    env = dict(os.environ, MICROPYPATH=f"{FIRMWARE}:{BOARDS}:{ROOT / 'tests' / 'mpy'}:.frozen")
+_BUILD: list[Path] = []
+
+
+def firmware_build() -> Path:
+    """The firmware compiled by mpy-cross, as the emulator and the boards run it
+    (compiling source at import costs the heap a board does not have)."""
+    if not _BUILD:
+        from host_tools.build import compile_firmware
+
+        out = ROOT / "build" / "unix"
+        compile_firmware(out)
+        _BUILD.append(out)
+    return _BUILD[0]
+
+
+def run_micropython(code: str, heap: str = "64k", timeout: float = 120, cwd=None,
+                    compiled: bool = False) -> str:
+    """Run code in the unix port; compiled=True loads the .mpy build of firmware/."""
+    firmware = firmware_build() if compiled else FIRMWARE
+    env = dict(os.environ, MICROPYPATH=f"{firmware}:{BOARDS}:{ROOT / 'tests' / 'mpy'}:.frozen")
     proc = subprocess.run(
         [micropython_binary(), "-X", f"heapsize={heap}", "-c", code],
         capture_output=True,
         text=True,
         timeout=timeout,
         env=env,
-        cwd=cwd,
+        cwd=cwd or tempfile.gettempdir(),
     )
     if proc.returncode != 0:
         raise AssertionError(

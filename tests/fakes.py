@@ -45,3 +45,6 @@ class MemoryPort:
 class Board:
     NAME = "test"
     MAX_FRAME = 1024
+    LIST_CAPACITY = 1000
+    COUNTER_CAPACITY = 64
+    JOURNAL_CAPACITY = 100

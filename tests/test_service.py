@@ -43,9 +43,11 @@ def signed(cmd, counter, args, req=7, auth=AUTH):
 
 def snapshot(svc, root):
     files = {}
-    for name in sorted(os.listdir(root)):
-        with open(os.path.join(root, name), "rb") as f:
-            files[name] = f.read()
+    for dirpath, _dirs, names in os.walk(root):
+        for name in sorted(names):
+            path = os.path.join(dirpath, name)
+            with open(path, "rb") as f:
+                files[os.path.relpath(path, root)] = f.read()
     return svc.params.to_bytes(), svc.counter, svc.clock.is_set(), files
 
 
@@ -165,7 +167,8 @@ def damaged_signed(data):
     elif how == "truncate":
         wire = wire[: data.draw(st.integers(0, len(wire) - 1))]
     elif how == "lie":
-        n = data.draw(st.integers(0, 0xFFFF))
+        true_len = len(good)
+        n = data.draw(st.integers(0, 0xFFFF).filter(lambda v: v != true_len))
         wire[2], wire[3], wire[4] = n & 0xFF, n >> 8, frame.header_check(n)
     elif how == "payload-flip":
         # a frame with a valid CRC around a payload whose MAC no longer verifies
@@ -202,3 +205,10 @@ def test_fuzz_bad_input_changes_nothing_and_link_resyncs(tmp_path_factory, data)
     port.replies()
     status, body = roundtrip(svc, port, request(protocol.CMD_STATUS, 77))
     assert status == protocol.OK and "terminal_id=11223344" in body
+
+
+def test_every_parameter_has_a_meaning_for_the_host():
+    from host_tools.paramdoc import MEANING
+    from terminal.params import TABLE
+
+    assert sorted(MEANING) == sorted(row[0] for row in TABLE)

@@ -260,17 +260,30 @@ class Journal:
         if len(buf) < RECORD_SIZE:
             raise ValueError("journal: read buffer smaller than a record")
         b = self._outstanding(batch_id)
-        end = self._first[b + 1] - 1
-        seq = max(from_seq, self._batch_first(batch_id))
+        return self._copy(max(from_seq, self._batch_first(batch_id)), self._first[b + 1] - 1,
+                          buf, batch_id)
+
+    def read_records(self, from_seq, buf):
+        """Copy records from sequence number `from_seq` to the newest, whatever
+        batch holds them (the open one too), into buf; returns the bytes copied,
+        0 past the end. Boot uses it to replay what a saved snapshot missed."""
+        if len(buf) < RECORD_SIZE:
+            raise ValueError("journal: read buffer smaller than a record")
+        return self._copy(max(from_seq, self._first[0]), self._next - 1, buf, self.open_batch)
+
+    def _copy(self, seq, end, buf, batch_id):
+        # Whole records seq..end (at most what buf holds) from the segment files.
+        last = self.open_batch - self._min_id  # table index of the open segment
         room = len(buf) // RECORD_SIZE
         mv = memoryview(buf)
         done = 0
         try:
             while room and seq <= end:
-                i = self.open_batch - self._min_id
+                i = last
                 while self._first[i] > seq:
                     i -= 1
-                n = min(room, min(end, self._first[i + 1] - 1) - seq + 1)
+                seg_end = end if i == last else min(end, self._first[i + 1] - 1)
+                n = min(room, seg_end - seq + 1)
                 if self._rf_id != self._min_id + i:
                     self._close_reader()
                     self._rf = open(self._path(self._min_id + i), "rb")

@@ -37,30 +37,31 @@ P_NEW_CARD_ONLINE = const(19)
 
 _MAX_AMOUNT = const(100_000_000)
 
-# (name, default, minimum, maximum, meaning). Defaults where the schemes publish
+# (name, default, minimum, maximum). Defaults where the schemes publish
 # nothing (daily and cumulative caps, consecutive limits, random selection) are
-# this project's choices; see docs/params.md.
+# this project's choices; host_tools/paramdoc.py says what each one means (kept
+# there because on a board these strings would cost heap for text only the host prints).
 TABLE = (
-    ("floor_limit", 10000, 0, _MAX_AMOUNT, "amount at or above which a sale goes online"),
-    ("daily_offline_cap", 30000, 0, _MAX_AMOUNT, "card-side offline amount per day"),
-    ("cumulative_offline_cap", 50000, 0, _MAX_AMOUNT, "card-side offline amount since online"),
-    ("terminal_daily_cap", 30000, 0, _MAX_AMOUNT, "this terminal's offline amount per card/day"),
-    ("lower_consecutive_offline", 3, 0, 255, "ATC - last online ATC above this: go online"),
-    ("upper_consecutive_offline", 6, 0, 255, "ATC - last online ATC above this: decline"),
-    ("random_target_pct", 5, 0, 99, "EMV target percentage TP"),
-    ("random_max_target_pct", 25, 0, 99, "EMV maximum target percentage MTP"),
-    ("random_threshold", 2000, 0, _MAX_AMOUNT, "EMV threshold T, below the floor limit"),
-    ("split_window_s", 900, 0, 86400, "window in which a card's last sale is added (split sale)"),
-    ("decline_limit", 3, 1, 100, "declines of one card per day before it is refused locally"),
-    ("enum_distinct_limit", 30, 1, 10000, "distinct unknown cards in the window: online-only"),
-    ("enum_window_min", 10, 1, 1440, "enumeration window, minutes"),
-    ("enum_lockout_min", 60, 1, 1440, "online-only period after an enumeration alert, minutes"),
-    ("business_day_cutover_min", 0, 0, 1439, "minute of the day (UTC) the business day starts"),
-    ("online_timeout_ms", 3000, 100, 60000, "wait for the centre's answer before the default"),
-    ("listed_action", 0, 0, 1, "negative-list hit: 0 decline, 1 go online"),
-    ("offline_default", 0, 0, 1, "unable to go online: 0 decline, 1 approve"),
-    ("journal_near_full_pct", 90, 50, 99, "journal fill at which new sales go online-only"),
-    ("new_card_online", 1, 0, 1, "card never online (last online ATC 0): 1 go online"),
+    ("floor_limit", 10000, 0, _MAX_AMOUNT),
+    ("daily_offline_cap", 30000, 0, _MAX_AMOUNT),
+    ("cumulative_offline_cap", 50000, 0, _MAX_AMOUNT),
+    ("terminal_daily_cap", 30000, 0, _MAX_AMOUNT),
+    ("lower_consecutive_offline", 3, 0, 255),
+    ("upper_consecutive_offline", 6, 0, 255),
+    ("random_target_pct", 5, 0, 99),
+    ("random_max_target_pct", 25, 0, 99),
+    ("random_threshold", 2000, 0, _MAX_AMOUNT),
+    ("split_window_s", 900, 0, 86400),
+    ("decline_limit", 3, 1, 100),
+    ("enum_distinct_limit", 30, 1, 10000),
+    ("enum_window_min", 10, 1, 1440),
+    ("enum_lockout_min", 60, 1, 1440),
+    ("business_day_cutover_min", 0, 0, 1439),
+    ("online_timeout_ms", 3000, 100, 60000),
+    ("listed_action", 0, 0, 1),
+    ("offline_default", 0, 0, 1),
+    ("journal_near_full_pct", 90, 50, 99),
+    ("new_card_online", 1, 0, 1),
 )
 
 COUNT = len(TABLE)
@@ -117,7 +118,8 @@ class Params:
     def from_bytes(self, data):
         """Load a persisted set; returns None or an error (then nothing changes)."""
         if len(data) != struct.calcsize(_FORMAT):
-            return "params record has %d bytes, expected %d" % (len(data), struct.calcsize(_FORMAT))
+            want = struct.calcsize(_FORMAT)
+            return "params record has %d bytes, expected %d" % (len(data), want)
         fields = struct.unpack(_FORMAT, data)
         candidate = array("i", fields[1:])
         for i in range(COUNT):

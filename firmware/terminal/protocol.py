@@ -25,13 +25,28 @@ from terminal.compat import const
 
 VERSION = const(1)
 
-# Queries: no authentication, change nothing.
+# Queries: no authentication, change nothing the terminal decides with.
 CMD_STATUS = const(0x01)
 CMD_PARAMS_GET = const(0x02)
+CMD_LIST_STATUS = const(0x03)
+# A list chunk only fills the staging area; LIST_COMMIT checks the MAC over
+# the whole list before anything is installed.
+CMD_LIST_CHUNK = const(0x04)
+CMD_BATCH_READ = const(0x05)
 # State-changing: counter + MAC.
 AUTH_MIN = const(0x10)
 CMD_TIME_SET = const(0x10)
 CMD_PARAMS_SET = const(0x11)
+CMD_LIST_BEGIN = const(0x12)
+CMD_LIST_COMMIT = const(0x13)
+CMD_BATCH_CLOSE = const(0x14)
+CMD_BATCH_ACK = const(0x15)
+CMD_SALE = const(0x16)
+CMD_ONLINE_RESULT = const(0x17)
+CMD_KEYS_SET = const(0x18)
+
+# Events (terminal -> host), sent as EVENT_BIT | code.
+EVT_ONLINE_REQUEST = const(0x01)
 
 REPLY_BIT = const(0x80)
 EVENT_BIT = const(0x40)
@@ -106,6 +121,19 @@ class Authenticator:
 
     def sign(self, message):
         return self.hmac(self._tid, message)
+
+    def stream(self, label):
+        """Incremental MAC over a long transfer (a list, a batch): update() the
+        returned hash, then finish(it). Bound to this terminal and to `label`."""
+        inner = hashlib.sha256(self._ipad)
+        inner.update(self._tid)
+        inner.update(label)
+        return inner
+
+    def finish(self, inner):
+        outer = hashlib.sha256(self._opad)
+        outer.update(inner.digest())
+        return outer.digest()
 
     def verify(self, message, mac):
         return equal_time(self.sign(message), mac)

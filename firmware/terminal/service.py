@@ -20,6 +20,7 @@ FIRMWARE_VERSION = "0.1.0"
 KEY_FILE = "terminal.key"  # terminal id u32 LE + 32-byte key, written at provisioning
 COUNTER_FILE = "auth.ctr"
 PARAMS_FILE = "params.bin"
+ISSUERS_FILE = "issuers.bin"
 
 
 class TerminalService:
@@ -55,6 +56,66 @@ class TerminalService:
             protocol.CMD_TIME_SET: self.do_time_set,
             protocol.CMD_PARAMS_SET: self.do_params_set,
         }
+        # Parts that add commands and status fields: each registers its handlers.
+        self.parts = []
+        self.issuers = None
+        if self.auth is not None:
+            self._build_parts(board, root)
+
+    def _build_parts(self, board, root):
+        from terminal.clearing import Clearing
+        from terminal.counters import CounterStore
+        from terminal.decision import Engine
+        from terminal.issuers import IssuerTable
+        from terminal.journal import Journal
+        from terminal.keystore import KeyStore
+        from terminal.listsync import ListSync
+        from terminal.negative_list import NegativeList
+        from terminal.sale import Sales
+        from terminal.tap import Tap
+
+        self.issuers = IssuerTable(getattr(board, "ISSUER_CAPACITY", 32))
+        data = store.read(root, ISSUERS_FILE)
+        if data is not None:
+            err = self.issuers.from_bytes(data)
+            if err:
+                self.notes.append("stored issuer overrides ignored: " + err)
+        self.keystore = KeyStore(self)
+        self.journal = Journal(store.path(root, "journal"), board.JOURNAL_CAPACITY,
+                               self.terminal_id, self.params.get("journal_near_full_pct"))
+        self.negative_list = NegativeList(root, board.LIST_CAPACITY,
+                                          key_id=self.keystore.list_key_id or None)
+        self.sync_online_only()
+        self.engine = Engine(self.params, self.issuers, self.keystore.issuer_keys,
+                             board.COUNTER_CAPACITY)
+        self.counters = CounterStore(root, self.engine, self.journal)
+        self.counters.restore()
+        self.tap = Tap(self.engine, self.keystore, self.negative_list, self.journal)
+        self.sales = Sales(self, self.tap, getattr(self, "card_source", None))
+        self.parts = [
+            self.keystore,
+            ListSync(self, self.negative_list, after_commit=self.sync_online_only),
+            Clearing(self, self.journal, before_ack=self.counters.save),
+            self.sales,
+            self.counters,
+        ]
+
+    def sync_online_only(self):
+        """An issuer whose list entries overflow its quota goes online-only (a full
+        quota costs authorisation fees, not fraud); the flag clears with the overflow."""
+        over = self.negative_list.overflowing()
+        for i in range(self.issuers.capacity):
+            issuer = self.issuers.ids[i]
+            if issuer >= 0 and issuer not in over:
+                self.issuers.set_online_only(issuer, False)
+        self.issuers.all_online_only = False
+        for issuer in over:
+            self.issuers.set_online_only(issuer, True)
+
+    def close(self):
+        """Clean shutdown: snapshot the counters (saves a replay at the next boot)."""
+        if self.issuers is not None:
+            self.counters.save()
 
     # -- loop ---------------------------------------------------------------
 
@@ -126,6 +187,7 @@ class TerminalService:
             ("platform", self.platform),
             ("terminal_id", "%08x" % self.terminal_id),
             ("provisioned", 1 if self.auth else 0),
+            ("max_frame", self.board.MAX_FRAME),
             ("heap_used", mem_alloc()),
             ("heap_free", mem_free()),
             ("flash_free", free),
@@ -137,6 +199,8 @@ class TerminalService:
             ("link_dropped_bytes", self.link.rx.dropped),
             ("link_corrupt_frames", self.link.rx.corrupt),
         ]
+        for part in self.parts:
+            fields.extend(part.status_fields())
         for note in self.notes:
             fields.append(("note", note))
         return fields
@@ -148,6 +212,10 @@ class TerminalService:
         lines = ["version=%d" % self.params.version]
         for name, value in self.params.items():
             lines.append("%s=%d" % (name, value))
+        if self.issuers is not None:
+            for i in range(self.issuers.capacity):
+                for name, value in self.issuers.items(i):
+                    lines.append("issuer.%d.%s=%d" % (self.issuers.ids[i], name, value))
         return protocol.OK, "\n".join(lines)
 
     def do_time_set(self, args):
@@ -168,6 +236,15 @@ class TerminalService:
         changes, err = parse_assignments(text)
         if err:
             return protocol.ERR_INVALID, err
+        per_issuer = {}
+        for name in list(changes):
+            if name.startswith("issuer."):
+                parts = name.split(".")
+                if len(parts) != 3 or not parts[1].isdigit():
+                    return protocol.ERR_INVALID, "expected issuer.ID.NAME, got %r" % name
+                per_issuer.setdefault(int(parts[1]), {})[parts[2]] = changes.pop(name)
+        if per_issuer:
+            return self._set_issuer_params(per_issuer, changes)
         saved = self.params.to_bytes()
         err = self.params.update(changes)
         if err:
@@ -178,3 +255,17 @@ class TerminalService:
             self.params.from_bytes(saved)
             return protocol.ERR_INTERNAL, "params not saved to flash: %s" % e
         return protocol.OK, "version=%d" % self.params.version
+
+    def _set_issuer_params(self, per_issuer, changes):
+        if changes:
+            return protocol.ERR_INVALID, "set issuer overrides and global params separately"
+        if self.issuers is None:
+            return protocol.ERR_STATE, "terminal has no key: provision it first"
+        saved = self.issuers.to_bytes()
+        for issuer, fields in per_issuer.items():
+            err = self.issuers.update(issuer, fields)
+            if err:
+                self.issuers.from_bytes(saved)
+                return protocol.ERR_INVALID, "issuer %d: %s" % (issuer, err)
+        store.write_atomic(self.root, ISSUERS_FILE, self.issuers.to_bytes())
+        return protocol.OK, "issuers updated: %s" % ",".join("%d" % i for i in per_issuer)

@@ -1,0 +1,97 @@
+"""The POS role (ask for a sale) and, when given a centre, the online
+authorisation role for the online requests the sale raises.
+
+    result = run_sale(link, 9800, card_image, centre=centre)
+    print(result.outcome, result.reasons, result.approval_code)
+
+Without a centre the terminal is told the centre is unreachable, so a sale
+that must go online gets the issuer's Default action ("unable to go online").
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from dataclasses import dataclass
+
+from host_tools.errors import ToolError
+from terminal import decision, protocol, sale, tap
+
+OUTCOMES = {tap.APPROVED_OFFLINE: "APPROVED_OFFLINE", tap.APPROVED_ONLINE: "APPROVED_ONLINE",
+            tap.DECLINED_OFFLINE: "DECLINED_OFFLINE", tap.DECLINED_ONLINE: "DECLINED_ONLINE"}
+reason_names = decision.reason_names
+
+
+@dataclass
+class SaleResult:
+    amount: int
+    outcome: str
+    reasons: list[str]
+    approval_code: str
+    seq: int
+    card_image: bytes
+    online_requests: int
+    seconds: float
+
+    @property
+    def approved(self) -> bool:
+        return self.outcome.startswith("APPROVED")
+
+    def __str__(self) -> str:
+        why = ", ".join(self.reasons) or "-"
+        return (f"{self.outcome}  amount {self.amount}  approval {self.approval_code}  "
+                f"reasons: {why}  (journal seq {self.seq})")
+
+
+@dataclass
+class OnlineRequest:
+    seq: int
+    token: str
+    issuer: int
+    product: int
+    amount: int
+    reasons: int
+    atc: int
+    last_online_atc: int
+    offline_today: int
+    offline_since_online: int
+    offline_count: int
+
+    @classmethod
+    def parse(cls, seq: int, body: bytes) -> OnlineRequest:
+        f = struct.unpack(sale._REQ_FMT, body[:struct.calcsize(sale._REQ_FMT)])
+        return cls(seq, f[1][:f[0]].decode(errors="replace"), *f[2:])
+
+
+def run_sale(link, amount: int, card_image: bytes, centre=None, wait_ms: int = 0,
+             timeout: float = 30.0) -> SaleResult:
+    if not 0 < amount < 2**30:
+        raise ToolError(f"amount {amount} out of range 1..{2**30 - 1}")
+    asked = []
+    tid = int(link.status(cached=True)["terminal_id"], 16)
+
+    def on_event(evt: int, seq: int, body: bytes) -> None:
+        if evt != protocol.EVT_ONLINE_REQUEST or centre is None:
+            return
+        req = OnlineRequest.parse(seq, body)
+        asked.append(req)
+        answer = centre.authorize(req.token, req.issuer, req.amount, req.product, tid,
+                                  int(time.time()))
+        code = str(answer.get("approval_code") or "000000").encode()[:6].ljust(6, b"0")
+        link.call_signed(protocol.CMD_ONLINE_RESULT,
+                         struct.pack("<HB6s", seq, 1 if answer["approved"] else 0, code))
+
+    flags = sale.FLAG_CARD_GIVEN | (sale.FLAG_CENTRE_UP if centre is not None else 0)
+    args = struct.pack("<IIB", amount, wait_ms, flags) + bytes(card_image)
+    t0 = time.monotonic()
+    old = link.on_event
+    link.on_event = on_event
+    try:
+        reply = link.call_signed(protocol.CMD_SALE, args, timeout=timeout)
+    finally:
+        link.on_event = old
+    final, reasons, code, seq = struct.unpack_from(sale._RES_FMT, reply, 0)
+    image = reply[struct.calcsize(sale._RES_FMT):]
+    return SaleResult(amount, OUTCOMES.get(final, str(final)), reason_names(reasons),
+                      code.decode(errors="replace"), seq, image, len(asked),
+                      time.monotonic() - t0)

@@ -1,0 +1,161 @@
+"""Sales end to end on an emulated board: the POS asks, the terminal decides
+on an injected card image, journals, and the batch comes back MAC-checked."""
+
+import struct
+
+import pytest
+
+from host_tools.errors import ToolError
+from host_tools.keyring import Keyring
+from host_tools.link import TerminalLink
+from host_tools.pos import run_sale
+from host_tools.provision import push_keys
+from host_tools.transfer import ack_batch, pull_batch
+from host_tools.wallet import describe, issue_card
+from terminal import protocol
+
+NOW = 1_795_000_000  # 2026-11-18, Unix seconds
+
+
+@pytest.fixture
+def terminal(emulated_board):
+    emu = emulated_board()
+    link = TerminalLink.open(emu.port, timeout=5)
+    push_keys(link, link.keyring)
+    link.set_time(NOW)
+    # the bench cards here start as if issued online once (tests of new cards set it back)
+    link.set_params({"new_card_online": 0, "random_target_pct": 0, "random_max_target_pct": 0})
+    yield emu, link
+    link.close()
+
+
+def card(link, token="4980000000000001", issuer=1, product="credit"):
+    return issue_card(token, issuer, product, link.keyring)
+
+
+def test_sale_needs_keys_first(emulated_board):
+    emu = emulated_board()
+    with TerminalLink.open(emu.port) as link:
+        link.set_time(NOW)
+        image = issue_card("4980000000000001", 1, "credit", Keyring.open())
+        with pytest.raises(ToolError, match="no deployment keys"):
+            run_sale(link, 100, image)
+
+
+def test_under_floor_approved_offline_and_counters_move(terminal):
+    _, link = terminal
+    r = run_sale(link, 9999, card(link))
+    assert r.outcome == "APPROVED_OFFLINE" and r.approval_code == "000000"
+    after = describe(r.card_image)
+    assert (after["atc"], after["offline_today"], after["offline_count"]) == (1, 9999, 1)
+
+
+def test_at_floor_goes_online_and_without_centre_the_default_declines(terminal):
+    _, link = terminal
+    r = run_sale(link, 10000, card(link))
+    assert r.outcome == "DECLINED_OFFLINE"
+    assert set(r.reasons) >= {"floor_limit", "unable_online"}
+    assert describe(r.card_image)["atc"] == 0  # nothing written to a declined card
+
+
+def test_prepaid_always_online(terminal):
+    _, link = terminal
+    r = run_sale(link, 10, card(link, "5000000000000003", 3, "prepaid"))
+    assert r.outcome == "DECLINED_OFFLINE" and "product_online" in r.reasons
+
+
+def test_tampered_card_counters_are_caught(terminal):
+    _, link = terminal
+    image = bytearray(card(link))
+    image[32] ^= 0x01  # offline amount today, without the issuer's key to re-MAC it
+    r = run_sale(link, 500, bytes(image))
+    assert r.outcome == "DECLINED_OFFLINE" and "counters_bad" in r.reasons
+
+
+def test_split_sale_is_caught_by_the_terminal(terminal):
+    _, link = terminal
+    first = run_sale(link, 6000, card(link))
+    assert first.outcome == "APPROVED_OFFLINE"
+    second = run_sale(link, 5000, first.card_image)
+    assert second.outcome == "DECLINED_OFFLINE" and "split_sale" in second.reasons
+
+
+def test_brute_force_refused_for_the_day(terminal):
+    """The au PAY case: the same prepaid card tried again and again."""
+    _, link = terminal
+    image = card(link, "5000000000000009", 3, "prepaid")
+    outcomes = [run_sale(link, 17600, image) for _ in range(4)]
+    assert all(o.outcome == "DECLINED_OFFLINE" for o in outcomes)
+    assert "too_many_declines" in outcomes[-1].reasons
+    assert "too_many_declines" not in outcomes[0].reasons
+
+
+def test_batch_pull_returns_every_sale_once_and_ack_frees(terminal):
+    _, link = terminal
+    image = card(link)
+    for amount in (100, 200, 300):
+        image = run_sale(link, amount, image).card_image
+    batch = pull_batch(link)
+    assert [r["amount"] for r in batch.records] == [100, 200, 300]
+    assert [r["seq"] for r in batch.records] == [1, 2, 3]
+    assert all(r["time"] >= NOW for r in batch.records)
+    again = pull_batch(link)  # a repeated pull re-reads the same records
+    assert [r["seq"] for r in again.records] == [1, 2, 3]
+    assert ack_batch(link, again.batch_id) == "acked"
+    assert ack_batch(link, again.batch_id) == "already acked"
+    assert link.status()["journal_pending"] == "0"
+    run_sale(link, 400, image)
+    assert [r["seq"] for r in pull_batch(link).records] == [4]
+
+
+def test_tampered_batch_mac_is_refused(terminal, monkeypatch):
+    _, link = terminal
+    run_sale(link, 100, card(link))
+    real = link.call
+
+    def flip(cmd, body=b"", timeout=None):
+        out = real(cmd, body, timeout)
+        if cmd == protocol.CMD_BATCH_READ and out:
+            out = bytes([out[0]]) + bytes([out[1] ^ 1]) + out[2:]  # outcome byte changed
+        return out
+
+    monkeypatch.setattr(link, "call", flip)
+    with pytest.raises(ToolError, match="fails its MAC|corrupt|CRC"):
+        pull_batch(link)
+
+
+def test_counters_survive_a_power_cut_by_journal_replay(terminal):
+    """Only the terminal-side daily cap is in play here; it must still know the
+    9,000 yen this card spent today after a power cut (no counter snapshot)."""
+    emu, link = terminal
+    link.set_params({"daily_offline_cap": 100000, "cumulative_offline_cap": 100000,
+                     "terminal_daily_cap": 15000, "split_window_s": 0,
+                     "lower_consecutive_offline": 200, "upper_consecutive_offline": 255})
+    image = card(link)
+    for _ in range(3):
+        image = run_sale(link, 3000, image).card_image
+    link.close()
+    emu.kill()
+    emu.start()
+    with TerminalLink.open(emu.port) as link2:
+        link2.set_time(NOW + 60)
+        assert link2.status()["counters_replayed_at_boot"] == "3"
+        r = run_sale(link2, 7000, image)  # 9,000 + 7,000 > 15,000
+        assert r.outcome == "DECLINED_OFFLINE" and "terminal_daily_cap" in r.reasons
+        r = run_sale(link2, 6000, image)  # 9,000 + 6,000 = 15,000: allowed
+        assert r.outcome == "APPROVED_OFFLINE", r
+
+
+def test_a_rolled_back_card_copy_is_caught(terminal):
+    _, link = terminal
+    original = card(link)
+    r = run_sale(link, 1000, original)
+    assert r.outcome == "APPROVED_OFFLINE"
+    replayed = run_sale(link, 1000, original)  # the image from before the sale
+    assert replayed.outcome == "DECLINED_OFFLINE" and "atc_replay" in replayed.reasons
+
+
+def test_sale_reply_layout():
+    from terminal import sale
+
+    assert struct.calcsize(sale._RES_FMT) == 15
