@@ -287,7 +287,7 @@ def do_sale(args):
     from host_tools.wallet import Wallet
 
     wallet = Wallet.open(args.wallet)
-    centre = _centre(args.centre) if args.centre else None
+    centre = _centre(args.centre, args.keyring) if args.centre else None
     with _link(args) as t:
         image = wallet.card(args.token, args.issuer, args.product, t.keyring, args.expiry)
         result = run_sale(t, args.amount, image, centre=centre)
@@ -297,10 +297,108 @@ def do_sale(args):
     return 0 if result.approved else 3
 
 
-def _centre(path):
+def _centre(path, keyring=None):
+    """The centre's database, keyed with the deployment's list key and knowing the
+    deployment's issuers (so lists it builds match what terminals hash)."""
     from host_tools.centre import Centre
+    from host_tools.keyring import BENCH_ISSUERS
 
-    return Centre(path)
+    ring = Keyring.open(keyring)
+    key_id, list_key = ring.list_key()
+    centre = Centre(path, list_key=list_key, key_id=key_id)
+    known = {row["id"] for row in centre.issuers()}
+    names = dict(BENCH_ISSUERS)
+    for issuer in ring.deployment()["issuers"]:
+        if int(issuer) not in known:
+            centre.add_issuer(int(issuer), names.get(int(issuer), f"issuer {issuer}"))
+    return centre
+
+
+# -- centre -------------------------------------------------------------------------
+
+def argparse_centre(sub):
+    p = sub.add_parser(
+        "centre", help="the centre: cards, blocks, reports, the fraud detector, next list",
+        description="The authorisation and clearing centre on SQLite (--db, default "
+        "$TERMCTL_CENTRE or .termctl/centre.db). `termctl sale --centre DB` uses it for "
+        "online authorisation and `termctl batch pull --centre DB` fills its clearing.")
+    p.add_argument("--db", default=os.environ.get("TERMCTL_CENTRE", ".termctl/centre.db"),
+                   help="centre database file")
+    csub = p.add_subparsers(dest="centre_cmd", required=True)
+    a = csub.add_parser("add-card", help="issue a card/token")
+    a.add_argument("token")
+    a.add_argument("--issuer", type=int, default=1)
+    a.add_argument("--product", default="credit", choices=["credit", "prepaid", "debit"])
+    a.add_argument("--balance", type=int, default=None, help="prepaid/debit balance, yen")
+    a.add_argument("--credit-limit", type=int, default=None, help="credit limit, yen")
+    a.add_argument("--expiry", default=None, help="YYYY-MM-DD")
+    b = csub.add_parser("block", help="block a token (reported stolen)")
+    b.add_argument("token")
+    b.add_argument("--reason", default="reported")
+    r = csub.add_parser("report", help="per day: offline/online counts and amounts, declines")
+    r.add_argument("--from", dest="from_day", default=None, help="YYYY-MM-DD (default: 6 days "
+                   "before --to)")
+    r.add_argument("--to", dest="to_day", default=None, help="YYYY-MM-DD (default today)")
+    d = csub.add_parser("detect", help="run the fraud detector over the clearing for a day")
+    d.add_argument("--day", default=None, help="YYYY-MM-DD (default today)")
+    n = csub.add_parser("next-list", help="build the next full negative list from the centre")
+    n.add_argument("--out", required=True, help="list file to write")
+    n.add_argument("--version", type=int, required=True, help="list version")
+    n.add_argument("--day", default=None, help="YYYY-MM-DD (default today)")
+    n.add_argument("--board", default="emulator", help="board whose capacity bounds the list")
+
+
+def do_centre(args):
+    import datetime as _dt
+
+    from host_tools import centre as centre_mod
+
+    Path(args.db).parent.mkdir(parents=True, exist_ok=True)
+    c = _centre(args.db, args.keyring)
+    today = centre_mod.as_day(_dt.date.today())
+    if args.centre_cmd == "add-card":
+        c.add_card(args.token, args.issuer, args.product, balance=args.balance,
+                   credit_limit=args.credit_limit, expiry=args.expiry)
+        print(f"card {args.token}: issuer {args.issuer} {args.product}")
+    elif args.centre_cmd == "block":
+        c.block(args.token, int(time.time()), args.reason)
+        print(f"blocked {args.token}: it goes on the next negative list")
+    elif args.centre_cmd == "report":
+        hi = centre_mod.as_day(args.to_day) if args.to_day else today
+        lo = centre_mod.as_day(args.from_day) if args.from_day else hi - 6
+        rows = c.report(lo, hi)
+        if not rows:
+            print("no days")
+            return 0
+        cols = list(rows[0])
+        print("  ".join(f"{k:>14}" for k in cols))
+        for row in rows:
+            print("  ".join(f"{row[k]!s:>14}" for k in cols))
+    elif args.centre_cmd == "detect":
+        from host_tools.detector import Detector
+
+        day = centre_mod.as_day(args.day) if args.day else today
+        findings = Detector(c).run(day)
+        for f in findings:
+            print(f"{f.kind:<20} {f.masked_token:<10} issuer {f.issuer}: {f.summary}")
+        print(f"{len(findings)} finding(s) for {centre_mod.day_text(day)}")
+    else:
+        from host_tools import listbuild
+        from host_tools.detector import Detector
+
+        day = centre_mod.as_day(args.day) if args.day else today
+        nxt = Detector(c).next_negative_list(day)
+        key_id = Keyring.open(args.keyring).list_key()[0]
+        data = listbuild.encode_full(nxt.sections(), version=args.version, base_day=day,
+                                     key_id=key_id, quotas=nxt.quotas,
+                                     capacity=_board_value(args.board, "LIST_CAPACITY"))
+        Path(args.out).write_bytes(data)
+        over = {i: len(v) for i, v in nxt.overflow.items() if v}
+        print(f"list v{args.version}: {len(nxt.entries)} entries, {len(data)} bytes -> "
+              f"{args.out}" + (f"; over quota (not listed): {over}" if over else ""))
+        for note in nxt.notes:
+            print(f"  {note}")
+    return 0
 
 
 # -- list ---------------------------------------------------------------------------
@@ -457,8 +555,8 @@ def do_batch(args):
         batch = pull_batch(t)
         stored = []
         if args.centre:
-            inserted, dup = _centre(args.centre).ingest_clearing(batch.terminal_id,
-                                                                 batch.records)
+            inserted, dup = _centre(args.centre, args.keyring).ingest_clearing(
+                batch.terminal_id, batch.records)
             stored.append(f"centre: {inserted} new, {dup} already there")
         if args.csv:
             _write_csv(args.csv, batch.records)
@@ -516,6 +614,7 @@ COMMANDS = {
     "sale": (argparse_sale, do_sale),
     "batch": (argparse_batch, do_batch),
     "list": (argparse_list, do_list),
+    "centre": (argparse_centre, do_centre),
     "demo": (argparse_demo, do_demo),
     "flash": (argparse_flash, do_flash),
 }

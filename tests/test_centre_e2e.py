@@ -1,0 +1,67 @@
+"""The centre and an emulated board together, through termctl: online
+authorisation, the prepaid brute-force case, clearing without duplicates,
+and a reported card stopped at the terminal by the next negative list."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.fixture
+def bench(emulated_board, tmp_path):
+    emu = emulated_board()
+    env = dict(os.environ, TERMCTL_PORT=emu.port, TERMCTL_CENTRE=str(tmp_path / "centre.db"))
+
+    def termctl(*args, ok=(0,)):
+        r = subprocess.run([sys.executable, "-m", "host_tools.cli", *args], capture_output=True,
+                           text=True, env=env, timeout=60, cwd=tmp_path)
+        assert r.returncode in ok, r.stderr
+        assert "Traceback" not in r.stderr
+        return r.stdout
+
+    termctl("keys", "push")
+    termctl("time", "set", "--now")
+    termctl("centre", "add-card", "4980000000000001", "--issuer", "1",
+            "--credit-limit", "200000")
+    termctl("centre", "add-card", "5000000000000009", "--issuer", "3", "--product", "prepaid",
+            "--balance", "0")
+    return termctl
+
+
+def sale(termctl, amount, token, *extra):
+    return termctl("sale", str(amount), "--token", token, "--wallet", "wallet.json",
+                   "--centre", "centre.db", *extra, ok=(0, 3))
+
+
+def test_online_approval_from_the_centre(bench):
+    out = sale(bench, 5000, "4980000000000001")
+    assert out.startswith("APPROVED_ONLINE") and "approval 000000" not in out
+
+
+def test_prepaid_brute_force_declined_then_refused_locally(bench):
+    outs = [sale(bench, 17600, "5000000000000009", "--issuer", "3", "--product", "prepaid")
+            for _ in range(4)]
+    assert all(o.startswith("DECLINED_ONLINE") for o in outs[:3])
+    assert outs[3].startswith("DECLINED_OFFLINE") and "too_many_declines" in outs[3]
+    bench("batch", "pull", "--centre", "centre.db")
+    assert "repeated_declines" in bench("centre", "detect")
+
+
+def test_repeated_pull_never_duplicates(bench):
+    sale(bench, 5000, "4980000000000001")
+    first = bench("batch", "pull", "--centre", "centre.db", "--no-ack")
+    again = bench("batch", "pull", "--centre", "centre.db")
+    assert "centre: 1 new, 0 already there" in first
+    assert "centre: 0 new, 1 already there" in again
+    assert "acknowledged: acked" in again
+
+
+def test_reported_card_is_stopped_by_the_next_list(bench):
+    assert sale(bench, 5000, "4980000000000001").startswith("APPROVED_ONLINE")
+    bench("centre", "block", "4980000000000001")
+    assert "1 entries" in bench("centre", "next-list", "--out", "next.bin", "--version", "2")
+    assert "list v2 installed" in bench("list", "push", "next.bin")
+    out = sale(bench, 800, "4980000000000001")
+    assert out.startswith("DECLINED_OFFLINE") and "listed" in out
