@@ -76,6 +76,12 @@ def mpy():
     return run_micropython
 
 
+@pytest.fixture(scope="session")
+def mpydir():
+    """The firmware's mpy-cross build, to put first on the unix port's sys.path."""
+    return firmware_build()
+
+
 def pytest_addoption(parser):
     parser.addoption("--port", default=None, help="serial port of a flashed board (hil tests)")
     parser.addoption("--nfc", default=None, help="nfcpy device path, e.g. usb:054c:06c3 (hil)")

