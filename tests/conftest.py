@@ -11,7 +11,6 @@ caller's directory shadows a firmware module.
 """
 
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -23,16 +22,6 @@ ROOT = Path(__file__).resolve().parent.parent
 FIRMWARE = ROOT / "firmware"
 BOARDS = ROOT / "boards"
 sys.path.insert(0, str(FIRMWARE))
-
-
-def micropython_binary() -> str:
-    venv = Path(sys.executable).parent / "micropython"
-    if venv.exists():
-        return str(venv)
-    found = shutil.which("micropython")
-    if not found:
-        pytest.fail("the MicroPython unix port (`micropython`) is not installed; run `make test`")
-    return found
 
 
 _BUILD: list[Path] = []
@@ -53,6 +42,8 @@ def firmware_build() -> Path:
 def run_micropython(code: str, heap: str = "64k", timeout: float = 120, cwd=None,
                     compiled: bool = False) -> str:
     """Run code in the unix port; compiled=True loads the .mpy build of firmware/."""
+    from host_tools.emulator import micropython_binary
+
     firmware = firmware_build() if compiled else FIRMWARE
     env = dict(os.environ, MICROPYPATH=f"{firmware}:{BOARDS}:{ROOT / 'tests' / 'mpy'}:.frozen")
     proc = subprocess.run(
