@@ -64,7 +64,10 @@ class OnlineRequest:
 
 
 def run_sale(link, amount: int, card_image: bytes, centre=None, wait_ms: int = 0,
-             timeout: float = 30.0) -> SaleResult:
+             timeout: float = 30.0, draw: int | None = None, now: int | None = None
+             ) -> SaleResult:
+    """draw: the random-selection R (1..99) to use, emulated boards only; now: the
+    Unix time the centre stamps its authorisations with (a demo's fast clock)."""
     if not 0 < amount < 2**30:
         raise ToolError(f"amount {amount} out of range 1..{2**30 - 1}")
     asked = []
@@ -76,13 +79,17 @@ def run_sale(link, amount: int, card_image: bytes, centre=None, wait_ms: int = 0
         req = OnlineRequest.parse(seq, body)
         asked.append(req)
         answer = centre.authorize(req.token, req.issuer, req.amount, req.product, tid,
-                                  int(time.time()))
+                                  int(time.time()) if now is None else now)
         code = str(answer.get("approval_code") or "000000").encode()[:6].ljust(6, b"0")
         link.call_signed(protocol.CMD_ONLINE_RESULT,
                          struct.pack("<HB6s", seq, 1 if answer["approved"] else 0, code))
 
     flags = sale.FLAG_CARD_GIVEN | (sale.FLAG_CENTRE_UP if centre is not None else 0)
+    if draw is not None:
+        flags |= sale.FLAG_DRAW_GIVEN
     args = struct.pack("<IIB", amount, wait_ms, flags) + bytes(card_image)
+    if draw is not None:
+        args += bytes([draw])
     t0 = time.monotonic()
     old = link.on_event
     link.on_event = on_event

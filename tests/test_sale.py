@@ -159,3 +159,12 @@ def test_sale_reply_layout():
     from terminal import sale
 
     assert struct.calcsize(sale._RES_FMT) == 15
+
+
+def test_a_given_draw_decides_random_selection_on_the_emulator(terminal):
+    """R <= TP selects a sub-threshold sale for online; R above it does not."""
+    _, link = terminal
+    link.set_params({"random_target_pct": 20, "random_max_target_pct": 20})
+    assert run_sale(link, 100, card(link), draw=99).outcome == "APPROVED_OFFLINE"
+    r = run_sale(link, 100, card(link, "4980000000000002"), draw=20)
+    assert r.outcome == "DECLINED_OFFLINE" and "random_selected" in r.reasons

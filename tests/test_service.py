@@ -212,3 +212,14 @@ def test_every_parameter_has_a_meaning_for_the_host():
     from terminal.params import TABLE
 
     assert sorted(MEANING) == sorted(row[0] for row in TABLE)
+
+
+def test_a_real_board_refuses_a_host_supplied_random_draw(tmp_path):
+    import struct
+
+    from terminal import sale
+
+    svc, port = make_service(tmp_path)  # platform "test": not the emulated board
+    args = struct.pack("<IIB", 100, 0, sale.FLAG_CARD_GIVEN | sale.FLAG_DRAW_GIVEN)
+    status, body = roundtrip(svc, port, signed(protocol.CMD_SALE, 1, args + bytes(48) + b"\x05"))
+    assert status == protocol.ERR_STATE and "emulated board only" in body

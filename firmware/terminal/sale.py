@@ -1,7 +1,9 @@
 """A sale over the host link: the POS asks, a card is read, the terminal decides.
 
-    SALE (signed)  amount u32, card wait ms u32, flags u8 [, card image (48)]
-        flags: 1 = card image given (bench injection, no RF), 2 = centre reachable
+    SALE (signed)  amount u32, card wait ms u32, flags u8 [, card image (48)] [, draw u8]
+        flags: 1 = card image given (bench injection, no RF), 2 = centre reachable,
+               4 = random-selection draw given (emulated board only: a seeded demo
+                   and the fleet simulation then make the same decisions)
         -> outcome u8, reasons u32, approval code (6), journal seq u32,
            card image after the sale (48)
     ONLINE_RESULT (signed)  event seq u16, approved u8, approval code (6)
@@ -26,6 +28,7 @@ from terminal.tap import FINAL_MASK, FINAL_SHIFT
 
 FLAG_CARD_GIVEN = const(1)
 FLAG_CENTRE_UP = const(2)
+FLAG_DRAW_GIVEN = const(4)
 _P_ONLINE_TIMEOUT_MS = const(15)
 _REQ_FMT = "<B16sHBIIHHIIH"
 _RES_FMT = "<BI6sI"
@@ -53,9 +56,19 @@ class Sales:
         h[protocol.CMD_ONLINE_RESULT] = self.do_online_result
 
     def do_sale(self, args):
-        if len(args) not in (9, 9 + RECORD_LEN):
+        if len(args) < 9:
             return protocol.ERR_MALFORMED, "sale takes amount, wait, flags [, card image]"
         amount, wait_ms, flags = struct.unpack_from("<IIB", args, 0)
+        r = 0
+        if flags & FLAG_DRAW_GIVEN:
+            if self.svc.platform != "unix":
+                return protocol.ERR_STATE, "a given random draw is for the emulated board only"
+            r = args[len(args) - 1]
+            args = args[: len(args) - 1]
+            if not 1 <= r <= 99:
+                return protocol.ERR_INVALID, "random draw must be 1..99"
+        if len(args) not in (9, 9 + RECORD_LEN):
+            return protocol.ERR_MALFORMED, "sale takes amount, wait, flags [, card image]"
         now = self.svc.clock.now()
         if now < 0:
             return protocol.ERR_STATE, "clock not set: set it first (termctl time set --now)"
@@ -73,7 +86,7 @@ class Sales:
             return protocol.ERR_STATE, "no NFC reader on this terminal: give the card image"
         elif not self.card_source.read(tap.raw, wait_ms):
             return protocol.ERR_STATE, "no card presented within %d ms" % wait_ms
-        res = tap.decide(amount, now, self.rand99(), bool(flags & FLAG_CENTRE_UP))
+        res = tap.decide(amount, now, r or self.rand99(), bool(flags & FLAG_CENTRE_UP))
         online = approved = False
         code = b"000000"
         if res & decision.OUTCOME_MASK == decision.GO_ONLINE:
