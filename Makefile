@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/termctl demo
+	$(BIN)/termctl demo --out demo-out
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

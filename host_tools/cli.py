@@ -206,28 +206,88 @@ def do_params(args):
 # -- demo -------------------------------------------------------------------------
 
 def argparse_demo(sub):
-    p = sub.add_parser("demo", help="bench demonstration on emulated boards",
-                       description="Start an emulated board, set its clock, push parameters "
-                       "and show its status: the end-to-end path as it stands.")
-    p.add_argument("--flash", default=None, help="flash image (default .termctl/demo.img)")
+    p = sub.add_parser(
+        "demo", help="the incident's offline fraud on emulated boards, two policies",
+        description="A scripted world (shops, ordinary shoppers, stolen cards used once a "
+        "day just under the floor limit at a different shop, a prepaid card hit by repeated "
+        "attempts) on emulated boards, under the policy 'iD as reported' and under this "
+        "project's hardened defaults, with a fast clock. Every tap goes through the host "
+        "link; each evening the centre pulls the clearing, runs the detector and pushes the "
+        "next negative list. Prints a report and writes it with a chart to --out.")
+    p.add_argument("--days", type=int, default=14)
+    p.add_argument("--shops", type=int, default=4)
+    p.add_argument("--shoppers", type=int, default=40)
+    p.add_argument("--stolen", type=int, default=3)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--fee", type=int, default=5, help="yen per online authorisation")
+    p.add_argument("--policy", choices=["both", "id", "hardened"], default="both")
+    p.add_argument("--out", default="demo-out", help="report, chart and journals go here")
+    p.add_argument("--ports", default=None,
+                   help="comma-separated serial ports of real boards, one per shop, instead "
+                   "of emulated boards")
 
 
 def do_demo(args):
-    from host_tools.emulator import Emulator
-    from host_tools.link import TerminalLink
+    import tempfile
 
-    ring = Keyring.open(args.keyring) if args.keyring else None
-    flash = Path(args.flash or ".termctl/demo.img")
-    print(f"[1/4] starting an emulated board on {flash} ...", flush=True)
-    with Emulator(flash=flash, keyring=ring) as emu:
-        print(f"      ready in {emu.boot_ms:.0f} ms on {emu.port} "
-              f"(heap cap {emu.heap} bytes)", flush=True)
-        with TerminalLink.open(emu.port, timeout=args.timeout, keyring=ring) as t:
-            print(f"[2/4] clock set: {t.set_time(int(time.time()))}")
-            print(f"[3/4] params: {t.set_params({'floor_limit': 10000})}")
-            print("[4/4] status:")
-            _print_kv(t.status(), indent="      ")
+    from host_tools import demo
+    from host_tools.world import POLICIES, make_world
+
+    try:
+        world = make_world(days=args.days, shops=args.shops, shoppers=args.shoppers,
+                           stolen=args.stolen, seed=args.seed)
+    except ValueError as e:
+        raise ToolError(str(e)) from None
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    keys = [args.policy] if args.policy != "both" else ["id", "hardened"]
+    ring = Keyring.open(args.keyring or out / "keyring.json")
+    t0 = time.monotonic()
+    print(f"world: {world.days} days, {world.shops} shops, "
+          f"{sum(len(t) for t in world.taps)} taps, {len(world.fraud_tokens())} stolen cards "
+          f"(seed {world.seed})", flush=True)
+    results = []
+    for key in keys:
+        policy = POLICIES[key]
+        work = Path(tempfile.mkdtemp(prefix=f"demo-{key}-", dir=out))
+        print(f"policy: {policy.name}", flush=True)
+        if args.ports:
+            ports = args.ports.split(",")
+            if len(ports) != world.shops:
+                raise ToolError(f"--ports gives {len(ports)} ports for {world.shops} shops")
+            fleet = _real_fleet(ports, ring, args.timeout)
+        else:
+            fleet = demo.EmulatedFleet(world.shops, work, ring)
+        with fleet as links:
+            results.append(demo.run_policy(world, policy, links, work, ring, args.fee))
+    text = demo.report(world, results, args.fee)
+    print()
+    print(text)
+    (out / "report.txt").write_text(text + "\n")
+    png = demo.chart(world, results, out / "losses.png")
+    print(f"\nreport: {out / 'report.txt'}   chart: {png}   "
+          f"wall time {time.monotonic() - t0:.1f} s")
     return 0
+
+
+def _real_fleet(ports, ring, timeout):
+    import contextlib
+
+    from host_tools.link import TerminalLink
+    from host_tools.provision import push_keys
+
+    @contextlib.contextmanager
+    def fleet():
+        links = [TerminalLink.open(p, timeout=timeout, keyring=ring) for p in ports]
+        try:
+            for link in links:
+                push_keys(link, ring)
+            yield links
+        finally:
+            for link in links:
+                link.close()
+
+    return fleet()
 
 
 # -- flash ------------------------------------------------------------------------
