@@ -105,12 +105,12 @@ def next_list(centre: Centre, policy: Policy, day: int, version: int, key_id: in
         return listbuild.encode_full(sections, version=version, base_day=day, key_id=key_id,
                                      quotas=quotas)
     blocked = sorted(centre.cards(status="blocked"), key=lambda c: c["blocked_at"])
-    sections: dict[int, list] = {}
+    listed: dict[int, list] = {}
     for card in blocked:
-        entries = sections.setdefault(card["issuer"], [])
+        entries = listed.setdefault(card["issuer"], [])
         if len(entries) < policy.list_quota:
             entries.append((card["token_hash"], 0))
-    return listbuild.encode_full(sections, version=version, base_day=day, key_id=key_id)
+    return listbuild.encode_full(listed, version=version, base_day=day, key_id=key_id)
 
 
 def push_everywhere(links, data: bytes) -> None:
