@@ -225,7 +225,7 @@ class CardEmulator:
         device._bind_socket = bind
 
     def close(self) -> None:
-        self._stop.set()
+        self.stop()
         if self.clf is not None:
             self.clf.close()
             self.clf = None
@@ -237,8 +237,19 @@ class CardEmulator:
         self.close()
 
     def stop(self) -> None:
-        """Make serve() return after the current listen (from another thread)."""
+        """Make serve() return (from another thread). On a udp device the card
+        taps itself awake (a polling and one command, the activation nfcpy's
+        listen() waits for), so serve() returns at once instead of at the end of
+        its listen window; serve() drops that session unanswered."""
         self._stop.set()
+        clf = self.clf
+        addr = getattr(clf.device, "addr", None) if clf is not None else None
+        if self.port is None or addr is None:
+            return
+        wake = bytes([10, 0x04]) + self.wallet.idm  # Request Response, addressed to the card
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(f"{self.brty} 0600ffff0000".encode(), addr)
+            s.sendto(f"{self.brty} {wake.hex()}".encode(), addr)
 
     # -- serving ------------------------------------------------------------------
 
@@ -268,7 +279,7 @@ class CardEmulator:
                 if self._stop.is_set() or self.clf is None:
                     break  # closed from another thread
                 raise ToolError(f"NFC device {self.device} failed: {e}") from None
-            if activated is None:
+            if activated is None or self._stop.is_set():
                 continue
             if self._session(activated):
                 served += 1

@@ -76,6 +76,23 @@ def EmulatedFleet(shops: int, workdir: Path, ring, tag: str = ""):
             emu.stop()
 
 
+@contextlib.contextmanager
+def InProcessFleet(shops: int, workdir: Path, ring, tag: str = ""):
+    """The same firmware under CPython in this process, one terminal per shop
+    (the fleet simulation); yields TerminalLinks like EmulatedFleet."""
+    from host_tools.inproc import InProcessBoard
+
+    boards = [InProcessBoard(workdir / f"shop{i}{tag}", ring) for i in range(shops)]
+    links = [b.link() for b in boards]
+    try:
+        for link in links:
+            push_keys(link, ring)
+        yield links
+    finally:
+        for b in boards:
+            b.close()
+
+
 def open_centre(world: World, policy: Policy, path: Path, ring) -> Centre:
     key_id, list_key = ring.list_key()
     centre = Centre(path, list_key=list_key, key_id=key_id)

@@ -152,20 +152,23 @@ class TerminalLink:
             got = self.read_frame(deadline)
             if got is None:
                 raise ToolError(self._silence_message())
-            if len(got) < 3:
-                continue
-            kind, seq = got[0], protocol.u16(got, 1)
-            if kind & protocol.REPLY_BIT:
-                if kind == protocol.CMD_FRAME_ERROR | protocol.REPLY_BIT:
-                    continue  # the terminal saw a corrupt frame (maybe an old one of ours)
-                if len(got) >= 4:
-                    self._replies[(kind, seq)] = (got[3], got[4:])
-            elif kind & protocol.EVENT_BIT:
-                event = (kind & 0x3F, seq, got[3:])
-                if self.on_event is not None:
-                    self.on_event(*event)
-                else:
-                    self.events.append(event)
+            if len(got) >= 3:
+                self._dispatch(got)
+
+    def _dispatch(self, got: bytes) -> None:
+        """A frame from the terminal: keep a reply, hand an event to on_event."""
+        kind, seq = got[0], protocol.u16(got, 1)
+        if kind & protocol.REPLY_BIT:
+            if kind != protocol.CMD_FRAME_ERROR | protocol.REPLY_BIT and len(got) >= 4:
+                self._replies[(kind, seq)] = (got[3], got[4:])
+                if len(self._replies) > 64:  # replies nobody waits for (send_signed)
+                    self._replies.pop(next(iter(self._replies)))
+        elif kind & protocol.EVENT_BIT:
+            event = (kind & 0x3F, seq, got[3:])
+            if self.on_event is not None:
+                self.on_event(*event)
+            else:
+                self.events.append(event)
 
     def _silence_message(self) -> str:
         seen = bytes(self._seen)
@@ -192,7 +195,7 @@ class TerminalLink:
         tid = int(st["terminal_id"], 16)
         return protocol.Authenticator(self.keyring.get(tid)[0], tid)
 
-    def call_signed(self, cmd: int, args: bytes = b"", timeout: float | None = None) -> bytes:
+    def _signed_payload(self, cmd: int, args: bytes) -> tuple[int, bytes]:
         auth = self.authenticator()
         st = self.status(cached=True)
         tid = int(st["terminal_id"], 16)
@@ -203,9 +206,34 @@ class TerminalLink:
         self.keyring.set_counter(tid, counter)
         st["auth_counter"] = str(counter)
         req = self._next_req()
-        payload = signed_request(auth, cmd, req, counter, args)
+        return req, signed_request(auth, cmd, req, counter, args)
+
+    def call_signed(self, cmd: int, args: bytes = b"", timeout: float | None = None) -> bytes:
+        req, payload = self._signed_payload(cmd, args)
         status, reply = self.exchange(cmd, req, payload, timeout)
         return self._check(cmd, status, reply)
+
+    def send_signed(self, cmd: int, args: bytes = b"") -> int:
+        """Send a signed request without waiting for its reply (answering an event
+        while the terminal waits for it); the reply is kept and otherwise ignored."""
+        req, payload = self._signed_payload(cmd, args)
+        self.send_payload(payload)
+        return req
+
+    def pump(self) -> None:
+        """Handle whatever has arrived (events to on_event, replies kept) without waiting."""
+        try:
+            data = self.ser.read(self.ser.in_waiting) if self.ser.in_waiting else b""
+        except (serial.SerialException, OSError) as e:
+            raise ToolError(f"{self.name}: read failed: {e}") from None
+        self.bytes_received += len(data)
+        while True:
+            data = data[self.rx.feed(data):]
+            kind, payload = self.rx.pop()
+            if kind == frame.FRAME and len(payload) >= 3:
+                self._dispatch(bytes(payload))
+            elif kind == frame.NONE and not data:
+                return
 
     def _check(self, cmd: int, status: int, reply: bytes) -> bytes:
         if status != protocol.OK:

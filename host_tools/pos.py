@@ -81,7 +81,8 @@ def run_sale(link, amount: int, card_image: bytes, centre=None, wait_ms: int = 0
         answer = centre.authorize(req.token, req.issuer, req.amount, req.product, tid,
                                   int(time.time()) if now is None else now)
         code = str(answer.get("approval_code") or "000000").encode()[:6].ljust(6, b"0")
-        link.call_signed(protocol.CMD_ONLINE_RESULT,
+        # not waiting for the reply: the terminal is itself waiting for this answer
+        link.send_signed(protocol.CMD_ONLINE_RESULT,
                          struct.pack("<HB6s", seq, 1 if answer["approved"] else 0, code))
 
     flags = sale.FLAG_CARD_GIVEN | (sale.FLAG_CENTRE_UP if centre is not None else 0)
