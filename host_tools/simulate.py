@@ -55,14 +55,14 @@ def parse_grid(specs: list[str]) -> dict[str, list[int]]:
 
 def variant(base: Policy, settings: dict[str, int]) -> Policy:
     params = dict(base.params)
-    fields = {}
+    quota = base.list_quota
     for name, value in settings.items():
-        if name in POLICY_FIELDS:
-            fields[name] = value
+        if name == "list_quota":
+            quota = value
         else:
             params[name] = value
     label = ", ".join(f"{k}={v}" for k, v in settings.items()) or "as is"
-    return replace(base, params=params, name=f"{base.key}: {label}", **fields)
+    return replace(base, params=params, name=f"{base.key}: {label}", list_quota=quota)
 
 
 def run(world: World, policy: Policy, ring, fee: int = 5, say=None) -> demo.PolicyResult:
