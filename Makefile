@@ -36,9 +36,21 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
-lint: $(STAMP)
+# Each MicroPython port's stubs in a directory of their own (rp2's and esp32's
+# machine.pyi differ), used as mypy's typeshed for the firmware.
+STUB_PORTS := rp2 esp32
+build/stubs/%/.installed: $(STAMP)
+	$(BIN)/python -m pip install --quiet --target build/stubs/$* micropython-$*-stubs
+	touch $@
+
+lint: $(STAMP) $(STUB_PORTS:%=build/stubs/%/.installed)
 	$(BIN)/ruff check firmware boards host_tools tests bench
 	$(BIN)/mypy host_tools
+	for port in $(STUB_PORTS); do \
+	  echo "mypy firmware against micropython-$$port-stubs"; \
+	  (cd firmware && MYPYPATH=../build/stubs/$$port ../$(BIN)/mypy --config-file mypy.ini \
+	    --custom-typeshed-dir ../build/stubs/$$port terminal drivers main.py) || exit 1; \
+	done
 
 flash: $(STAMP)
 	@test -n "$(PORT)" || { echo "make flash: give the board's serial port, e.g. make flash BOARD=$(BOARD) PORT=/dev/ttyACM0"; exit 2; }

@@ -34,5 +34,5 @@ except KeyboardInterrupt:
 except Exception as e:
     # MicroPython prints an uncaught traceback on stdout, which is the host
     # link; stderr is the emulator's log (on a board the two are one).
-    sys.print_exception(e, sys.stderr)
+    sys.print_exception(e, sys.stderr)  # type: ignore[arg-type]
     raise SystemExit(1) from None

@@ -13,7 +13,7 @@ try:
     from micropython import const  # type: ignore[import-not-found]
 except ImportError:  # CPython
 
-    def const(value):  # type: ignore[no-redef]
+    def const(value):  # type: ignore[no-redef,misc]
         return value
 
 
@@ -25,13 +25,13 @@ except ImportError:  # CPython
     _TICKS_PERIOD = 1 << 30
     _TICKS_HALF = _TICKS_PERIOD >> 1
 
-    def ticks_ms():  # type: ignore[no-redef]
+    def ticks_ms():  # type: ignore[no-redef,misc]
         return int(_time.monotonic() * 1000) & (_TICKS_PERIOD - 1)
 
-    def ticks_add(ticks, delta):  # type: ignore[no-redef]
+    def ticks_add(ticks, delta):  # type: ignore[no-redef,misc]
         return (ticks + delta) & (_TICKS_PERIOD - 1)
 
-    def ticks_diff(end, start):  # type: ignore[no-redef]
+    def ticks_diff(end, start):  # type: ignore[no-redef,misc]
         return ((end - start + _TICKS_HALF) & (_TICKS_PERIOD - 1)) - _TICKS_HALF
 
 
@@ -64,8 +64,8 @@ try:
     from gc import mem_alloc, mem_free  # type: ignore[attr-defined]
 except ImportError:  # CPython has no fixed heap: report -1 ("not measured")
 
-    def mem_alloc():  # type: ignore[no-redef]
+    def mem_alloc():  # type: ignore[no-redef,misc]
         return -1
 
-    def mem_free():  # type: ignore[no-redef]
+    def mem_free():  # type: ignore[no-redef,misc]
         return -1
