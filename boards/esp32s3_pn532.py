@@ -1,0 +1,75 @@
+"""ESP32-S3 module with 16 MB flash and no PSRAM, a PN532 module on SPI (or I2C).
+
+Flashed as `board.py`; every buffer and table is sized from it. Wiring
+(PN532 module switched to SPI: SEL0 = 0, SEL1 = 1 on most breakouts), on the
+ESP32-S3's SPI2 (FSPI) IO_MUX pins:
+
+    PN532 SCK  -> GPIO12    PN532 MOSI -> GPIO11    PN532 MISO -> GPIO13
+    PN532 NSS  -> GPIO10    PN532 RSTPDN -> GPIO9 (optional: hard reset)
+    PN532 VCC  -> 3V3       GND -> GND
+
+SPI because it has no clock stretching at all; the PN532 sends LSB first,
+which the ESP32's hardware SPI can do (firstbit=SPI.LSB), so no bit
+reversal in software. For I2C instead (NFC_BUS = "i2c", GPIO8 SDA / GPIO9
+SCL): the PN532 stretches SCL for hundreds of microseconds (esphome/issues#4340
+measured 440 us, over ESP-IDF's 100 us default stretch timeout), so give
+machine.I2C an explicit `timeout` (µs) that covers it; open_nfc() passes
+NFC_I2C_TIMEOUT_US.
+"""
+
+NAME = "esp32s3_pn532"
+MCU = "esp32s3"
+MPY_MARCH = "xtensawin"  # mpy-cross -march for the LX7 (windowed ABI)
+# Usable heap without PSRAM: MicroPython starts a 64 KB GC heap and grows it
+# from what ESP-IDF leaves free (split heap, v1.21+). Reported totals on
+# ESP32-S3: "GC: total: 127936" (micropython/micropython#15630), "total: 64000
+# ... max new split: 139264" (lvgl-micropython#244). Budget 128 KB; Wi-Fi, if
+# ever enabled, takes its share of the same internal RAM.
+HEAP_SIZE = 128 * 1024
+# LittleFS on the "vfs" partition of partitions-16MiB.csv: 0xE00000 = 14 MB.
+FLASH_SIZE = 14 * 1024 * 1024
+FLASH_BLOCK_SIZE = 4096
+# Host link: largest frame payload either side sends or accepts.
+MAX_FRAME = 1024
+# Capacities. Flash budget of the 14 MB: a full list of 1,000,000 entries is
+# ~6.2 MB, twice while a replacement is staged (~12.4 MB); 20,000 journal
+# records of 64 bytes are 1.28 MB.
+LIST_CAPACITY = 1_000_000
+COUNTER_CAPACITY = 512
+JOURNAL_CAPACITY = 20_000
+# NFC: PN532 on SPI2.
+NFC = "pn532"
+NFC_BUS = "spi"  # or "i2c"
+NFC_SPI_ID = 2
+NFC_SCK = 12
+NFC_MOSI = 11
+NFC_MISO = 13
+NFC_CS = 10
+NFC_SPI_BAUD = 1_000_000  # the PN532 allows 5 MHz; 1 MHz tolerates flying leads
+NFC_SDA = 8  # I2C wiring, when NFC_BUS = "i2c"
+NFC_SCL = 9
+NFC_I2C_FREQ = 400_000
+NFC_I2C_TIMEOUT_US = 100_000
+NFC_RESET = 9 if NFC_BUS == "spi" else None  # RSTPDN; GPIO9 is SCL on I2C wiring
+NFC_MAX_FRAME = 96  # longest FeliCa frame (LEN included): a 4-block read or write
+
+
+def open_nfc():
+    """The PN532 reader on this board's wiring (board only: imports machine).
+
+        nfc = board.open_nfc(); nfc.start()
+    """
+    from machine import I2C, SPI, Pin  # type: ignore[import-not-found]
+
+    from drivers.pn532 import I2CLink, Pn532, SPILink
+
+    if NFC_BUS == "spi":
+        spi = SPI(NFC_SPI_ID, baudrate=NFC_SPI_BAUD, polarity=0, phase=0,
+                  firstbit=SPI.LSB, sck=Pin(NFC_SCK), mosi=Pin(NFC_MOSI), miso=Pin(NFC_MISO))
+        link = SPILink(spi, Pin(NFC_CS, Pin.OUT, value=1), lsb_first=True)
+    else:
+        i2c = I2C(0, scl=Pin(NFC_SCL), sda=Pin(NFC_SDA), freq=NFC_I2C_FREQ,
+                  timeout=NFC_I2C_TIMEOUT_US)
+        link = I2CLink(i2c)
+    reset = Pin(NFC_RESET, Pin.OUT, value=1) if NFC_RESET is not None else None
+    return Pn532(link, max_frame=NFC_MAX_FRAME, reset=reset)
