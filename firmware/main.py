@@ -17,7 +17,8 @@ def boot():
     plat = platform_module.start(argv[1:])
     from terminal.service import TerminalService
 
-    term = TerminalService(plat.board, plat.root, plat.port, plat.name)
+    term = TerminalService(plat.board, plat.root, plat.port, plat.name,
+                           card_source=getattr(plat, "card_source", None))
     try:
         term.serve_forever()
     except KeyboardInterrupt:

@@ -1,8 +1,8 @@
 """Emulate a FeliCa card with nfcpy: a memory of 16-byte blocks served with
 Read and Write Without Encryption, kept in a JSON wallet between taps.
 
-    wallet = Wallet.create("card.json", idm=bytes.fromhex("02fe001122334455"),
-                           image=record48)                 # or Wallet.load("card.json")
+    wallet = CardMemory.create("card.json", idm=bytes.fromhex("02fe001122334455"),
+                           image=record48)                 # or CardMemory.load("card.json")
     with CardEmulator(wallet, "udp:127.0.0.1:0") as card:  # port 0: pick a free port
         print(card.port)                                   # give this to the emulated board
         served = card.serve(taps=1, timeout=30)            # until read once (or N taps)
@@ -59,7 +59,7 @@ def _hex(text: str, what: str, length: int | None = None) -> bytes:
     return raw
 
 
-class Wallet:
+class CardMemory:
     """The card's state: IDm, PMm, system code, service codes and its block image.
 
     With a path, save() writes it as JSON (atomically: temp file + rename).
@@ -86,13 +86,13 @@ class Wallet:
         self.taps = taps
 
     @classmethod
-    def create(cls, path: str | Path, idm: bytes, image: bytes, **kw) -> Wallet:
+    def create(cls, path: str | Path, idm: bytes, image: bytes, **kw) -> CardMemory:
         wallet = cls(idm, image, path=path, **kw)
         wallet.save()
         return wallet
 
     @classmethod
-    def load(cls, path: str | Path) -> Wallet:
+    def load(cls, path: str | Path) -> CardMemory:
         path = Path(path)
         try:
             data = json.loads(path.read_text())
@@ -150,7 +150,7 @@ class Wallet:
 class CardEmulator:
     """Serve one wallet's card on an nfcpy device until it has been tapped N times."""
 
-    def __init__(self, wallet: Wallet, device: str = "udp:127.0.0.1:0", brty: str = "212F",
+    def __init__(self, wallet: CardMemory, device: str = "udp:127.0.0.1:0", brty: str = "212F",
                  session_timeout: float = 1.0, listen_window: float = 2.0,
                  on_write: Callable[[bytes], None] | None = None):
         if brty not in ("212F", "424F"):
@@ -343,9 +343,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         path = Path(args.wallet)
         if not path.exists() and args.idm and args.image:
-            wallet = Wallet.create(path, _hex(args.idm, "--idm", 8), _hex(args.image, "--image"))
+            wallet = CardMemory.create(path, _hex(args.idm, "--idm", 8),
+                                       _hex(args.image, "--image"))
         else:
-            wallet = Wallet.load(path)
+            wallet = CardMemory.load(path)
         with CardEmulator(wallet, args.device) as card:
             print(json.dumps({"port": card.port, "idm": wallet.idm.hex()}), flush=True)
             served = card.serve(args.taps, args.timeout)

@@ -51,6 +51,9 @@ def argparse_emulate(sub):
     p.add_argument("--flash", default=None,
                    help="flash image file (default .termctl/emulator.img; created if missing)")
     p.add_argument("--heap", default=None, help="heap cap, e.g. 64k (default: the board's)")
+    p.add_argument("--rf-port", type=int, default=None,
+                   help="UDP port of the RF field: cards presented with `termctl card present "
+                   "--rf-port N` are read over nfcpy's UDP link (default: no reader)")
     p.add_argument("--detach", action="store_true",
                    help="start in the background, print port and pid, return")
     p.add_argument("--stop", action="store_true",
@@ -66,13 +69,14 @@ def do_emulate(args):
     if args.stop:
         return _stop_detached(flash)
     if args.detach:
-        info = emulator.detach(args.board, flash, heap)
+        info = emulator.detach(args.board, flash, heap, rf_port=args.rf_port)
         print(f"port: {info['port']}\npid: {info['pid']}\nterminal: {info['terminal_id']}\n"
               f"boot: {info['boot_ms']:.0f} ms\nflash: {flash}\n"
               f"stop: termctl emulate --flash {flash} --stop   (or kill {info['pid']})")
         return 0
     ring = Keyring.open(args.keyring) if args.keyring else None
-    emu = emulator.Emulator(board=args.board, flash=flash, heap=heap, keyring=ring)
+    emu = emulator.Emulator(board=args.board, flash=flash, heap=heap, keyring=ring,
+                            rf_port=args.rf_port)
 
     def announce(e):
         if args.announce_json:
@@ -392,7 +396,10 @@ def argparse_sale(sub):
         "answered by the centre; without, the terminal cannot go online and the issuer's "
         "default action decides.")
     p.add_argument("amount", type=int, help="amount in yen")
-    p.add_argument("--token", required=True, help="card token number (up to 16 characters)")
+    p.add_argument("--token", default=None,
+                   help="inject this card (bench, no RF); without it the terminal reads a "
+                   "card over RF (termctl card present), waiting --wait seconds")
+    p.add_argument("--wait", type=float, default=10.0, help="seconds to wait for a card on RF")
     p.add_argument("--issuer", type=int, default=1, help="issuer id (default 1)")
     p.add_argument("--product", default="credit", choices=["credit", "prepaid", "debit"])
     p.add_argument("--expiry", default=None, help="card expiry YYYY-MM for a new card")
@@ -408,10 +415,16 @@ def do_sale(args):
     wallet = Wallet.open(args.wallet)
     centre = _centre(args.centre, args.keyring) if args.centre else None
     with _link(args) as t:
-        image = wallet.card(args.token, args.issuer, args.product, t.keyring, args.expiry)
-        result = run_sale(t, args.amount, image, centre=centre)
-    wallet.store(args.token, result.card_image)
-    wallet.save()
+        image = None
+        if args.token:
+            image = wallet.card(args.token, args.issuer, args.product, t.keyring, args.expiry)
+        else:
+            print(f"waiting up to {args.wait:g} s for a card on the terminal's reader ...",
+                  file=sys.stderr, flush=True)
+        result = run_sale(t, args.amount, image, centre=centre, wait_ms=int(args.wait * 1000))
+    if args.token:
+        wallet.store(args.token, result.card_image)
+        wallet.save()
     print(result)
     return 0 if result.approved else 3
 
@@ -645,6 +658,58 @@ def _list_push(t, path):
     return 0
 
 
+# -- card ---------------------------------------------------------------------------
+
+def argparse_card(sub):
+    p = sub.add_parser(
+        "card", help="present a card to a terminal's reader (nfcpy card emulation)",
+        description="Emulate the FeliCa card of TOKEN with nfcpy until a reader has read it "
+        "(--taps times). On the emulated board the RF field is nfcpy's UDP link: give the "
+        "--rf-port the board was started with. The card's image comes from --wallet (issued "
+        "on first use) and the counters the terminal writes back are saved there, so the "
+        "same card carries its counters from terminal to terminal.")
+    csub = p.add_subparsers(dest="card_cmd", required=True)
+    c = csub.add_parser("present", help="emulate the card until it is read")
+    c.add_argument("--token", required=True)
+    c.add_argument("--issuer", type=int, default=1)
+    c.add_argument("--product", default="credit", choices=["credit", "prepaid", "debit"])
+    c.add_argument("--expiry", default=None, help="card expiry YYYY-MM for a new card")
+    c.add_argument("--wallet", default="wallet.json", help="JSON wallet (default wallet.json)")
+    c.add_argument("--rf-port", type=int, default=None,
+                   help="the emulated board's RF UDP port (emulated board)")
+    c.add_argument("--device", default=None,
+                   help="an nfcpy device path instead, e.g. usb:054c:06c3 (bench reader)")
+    c.add_argument("--taps", type=int, default=1, help="taps to serve (default 1)")
+    c.add_argument("--timeout", type=float, default=60.0, help="give up after seconds")
+
+
+def do_card(args):
+    from host_tools.cardemu import CardEmulator
+    from host_tools.wallet import Wallet, card_memory
+
+    if not (args.rf_port or args.device):
+        raise ToolError("give --rf-port (emulated board) or --device (nfcpy reader)")
+    wallet = Wallet.open(args.wallet)
+    ring = Keyring.open(args.keyring)
+    image = wallet.card(args.token, args.issuer, args.product, ring, args.expiry)
+    memory = card_memory(args.token, image)
+    device = args.device or f"udp:127.0.0.1:{args.rf_port}"
+    with CardEmulator(memory, device) as card:
+        print(f"card {args.token} on {device}: waiting for a reader ...", file=sys.stderr,
+              flush=True)
+        served = card.serve(taps=args.taps, timeout=args.timeout)
+    wallet.store(args.token, bytes(memory.image[:len(image)]))
+    wallet.save()
+    if not served:
+        raise ToolError(f"no reader read the card within {args.timeout:g} s")
+    from host_tools.wallet import describe
+
+    d = describe(bytes(memory.image[:len(image)]))
+    print(f"card {args.token}: read {served} time(s); counters now atc {d['atc']}, "
+          f"offline today {d['offline_today']}, since online {d['offline_since_online']}")
+    return 0
+
+
 # -- batch --------------------------------------------------------------------------
 
 def argparse_batch(sub):
@@ -731,6 +796,7 @@ COMMANDS = {
     "keys": (argparse_keys, do_keys),
     "sale": (argparse_sale, do_sale),
     "batch": (argparse_batch, do_batch),
+    "card": (argparse_card, do_card),
     "list": (argparse_list, do_list),
     "centre": (argparse_centre, do_centre),
     "demo": (argparse_demo, do_demo),

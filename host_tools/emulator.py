@@ -65,13 +65,14 @@ def parse_size(text: str) -> int:
 class Emulator:
     def __init__(self, board: str = "emulator", flash: str | Path | None = None,
                  heap: int | None = None, keyring: Keyring | None = None,
-                 log: str | Path | None = None):
+                 log: str | Path | None = None, rf_port: int | None = None):
         self.board = board
         self.heap = heap or board_heap(board)
         self.flash = Path(flash or DEFAULT_FLASH).resolve()
         self.key_path = Path(str(self.flash) + ".key")
         self.log_path = Path(log) if log else Path(str(self.flash) + ".log")
         self.keyring = keyring
+        self.rf_port = rf_port  # nfcpy UDP link: the card emulator's port (RF field)
         self.proc: subprocess.Popen | None = None
         self.port = ""
         self.boot_ms = 0.0
@@ -122,6 +123,8 @@ class Emulator:
         cmd = [micropython_binary(), "-X", f"heapsize={self.heap}", str(build / "main.py"),
                "--board", self.board, "--boards", str(BOARDS),
                "--flash", str(self.flash), "--key", str(self.key_path)]
+        if self.rf_port:
+            cmd += ["--rf-port", str(self.rf_port)]
         env = dict(os.environ, MICROPYPATH=f"{build}:.frozen")
         t0 = time.monotonic()
         self._log = open(self.log_path, "ab")
@@ -235,12 +238,15 @@ def serve(emu: Emulator, announce=print) -> int:
             pass
 
 
-def detach(board: str, flash: Path, heap: int | None, timeout: float = 30.0) -> dict:
+def detach(board: str, flash: Path, heap: int | None, timeout: float = 30.0,
+           rf_port: int | None = None) -> dict:
     """Start `termctl emulate` in the background; returns {port, pid, ...} once ready."""
     cmd = [sys.executable, "-m", "host_tools.cli", "emulate", "--board", board,
            "--flash", str(flash), "--announce-json"]
     if heap:
         cmd += ["--heap", str(heap)]
+    if rf_port:
+        cmd += ["--rf-port", str(rf_port)]
     log = open(str(Path(flash).resolve()) + ".launcher.log", "ab")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
                             start_new_session=True, cwd=os.getcwd())

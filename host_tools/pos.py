@@ -29,6 +29,7 @@ class SaleResult:
     reasons: list[str]
     approval_code: str
     seq: int
+    tap_ms: int  # the terminal's own measure: card sensed -> journalled result
     card_image: bytes
     online_requests: int
     seconds: float
@@ -63,10 +64,11 @@ class OnlineRequest:
         return cls(seq, f[1][:f[0]].decode(errors="replace"), *f[2:])
 
 
-def run_sale(link, amount: int, card_image: bytes, centre=None, wait_ms: int = 0,
+def run_sale(link, amount: int, card_image: bytes | None, centre=None, wait_ms: int = 0,
              timeout: float = 30.0, draw: int | None = None, now: int | None = None
              ) -> SaleResult:
-    """draw: the random-selection R (1..99) to use, emulated boards only; now: the
+    """card_image None: the terminal reads the card over RF, waiting up to wait_ms;
+    draw: the random-selection R (1..99) to use, emulated boards only; now: the
     Unix time the centre stamps its authorisations with (a demo's fast clock)."""
     if not 0 < amount < 2**30:
         raise ToolError(f"amount {amount} out of range 1..{2**30 - 1}")
@@ -85,21 +87,23 @@ def run_sale(link, amount: int, card_image: bytes, centre=None, wait_ms: int = 0
         link.send_signed(protocol.CMD_ONLINE_RESULT,
                          struct.pack("<HB6s", seq, 1 if answer["approved"] else 0, code))
 
-    flags = sale.FLAG_CARD_GIVEN | (sale.FLAG_CENTRE_UP if centre is not None else 0)
+    flags = sale.FLAG_CENTRE_UP if centre is not None else 0
+    if card_image is not None:
+        flags |= sale.FLAG_CARD_GIVEN
     if draw is not None:
         flags |= sale.FLAG_DRAW_GIVEN
-    args = struct.pack("<IIB", amount, wait_ms, flags) + bytes(card_image)
+    args = struct.pack("<IIB", amount, wait_ms, flags) + bytes(card_image or b"")
     if draw is not None:
         args += bytes([draw])
     t0 = time.monotonic()
     old = link.on_event
     link.on_event = on_event
     try:
-        reply = link.call_signed(protocol.CMD_SALE, args, timeout=timeout)
+        reply = link.call_signed(protocol.CMD_SALE, args, timeout=timeout + wait_ms / 1000)
     finally:
         link.on_event = old
-    final, reasons, code, seq = struct.unpack_from(sale._RES_FMT, reply, 0)
+    final, reasons, code, seq, tap_ms = struct.unpack_from(sale._RES_FMT, reply, 0)
     image = reply[struct.calcsize(sale._RES_FMT):]
     return SaleResult(amount, OUTCOMES.get(final, str(final)), reason_names(reasons),
-                      code.decode(errors="replace"), seq, image, len(asked),
+                      code.decode(errors="replace"), seq, tap_ms, image, len(asked),
                       time.monotonic() - t0)

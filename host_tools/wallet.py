@@ -95,3 +95,14 @@ class Wallet:
     def save(self) -> None:
         if self.path is not None:
             jsonfile.save(self.path, self.data)
+
+
+def card_memory(token: str, image: bytes):
+    """The FeliCa card carrying `image`, for nfcpy emulation: an IDm derived from the
+    token (stable, so the same card has the same IDm at every tap)."""
+    import hashlib
+
+    from host_tools.cardemu import CardMemory
+
+    idm = b"\x02\xfe" + hashlib.sha256(token.encode()).digest()[:6]
+    return CardMemory(idm, image)

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from host_tools.cardemu import CardEmulator, Wallet, main
+from host_tools.cardemu import CardEmulator, CardMemory, main
 from host_tools.errors import ToolError
 
 H = bytes.fromhex
@@ -70,11 +70,11 @@ def serving(emu, taps=1, timeout=10):
 
 def test_wallet_round_trips_through_json(tmp_path):
     path = tmp_path / "w" / "card.json"
-    w = Wallet.create(path, IDM, IMAGE, system_code=0x1234, service_codes=(0x0049,))
+    w = CardMemory.create(path, IDM, IMAGE, system_code=0x1234, service_codes=(0x0049,))
     data = json.loads(path.read_text())
     assert data["idm"] == IDM.hex() and data["system_code"] == "1234"
     assert data["blocks"] == [IMAGE[i:i + 16].hex() for i in range(0, 48, 16)]
-    back = Wallet.load(path)
+    back = CardMemory.load(path)
     assert (back.idm, back.pmm, back.image, back.service_codes) == (
         w.idm, w.pmm, IMAGE, (0x0049,))
     assert back.sensf_res == b"\x01" + IDM + w.pmm + b"\x12\x34"
@@ -92,16 +92,16 @@ def test_bad_wallet_files(tmp_path, content, message):
     if content is not None:
         path.write_text(content)
     with pytest.raises(ToolError, match=message):
-        Wallet.load(path)
+        CardMemory.load(path)
 
 
 def test_wallet_refuses_bad_cards():
     with pytest.raises(ToolError, match="8 bytes"):
-        Wallet(IDM[:7], IMAGE)
+        CardMemory(IDM[:7], IMAGE)
     with pytest.raises(ToolError, match="multiple of 16"):
-        Wallet(IDM, IMAGE[:40])
+        CardMemory(IDM, IMAGE[:40])
     with pytest.raises(ToolError, match="without key"):
-        Wallet(IDM, IMAGE, service_codes=(0x0008,))  # random access *with* key
+        CardMemory(IDM, IMAGE, service_codes=(0x0008,))  # random access *with* key
 
 
 # -- taps with nfcpy's own reader ---------------------------------------------------------
@@ -109,9 +109,9 @@ def test_wallet_refuses_bad_cards():
 
 def test_nfcpy_reader_reads_and_writes_and_the_wallet_keeps_it(tmp_path):
     path = tmp_path / "card.json"
-    Wallet.create(path, IDM, IMAGE)
+    CardMemory.create(path, IDM, IMAGE)
     written = []
-    with CardEmulator(Wallet.load(path), "udp:127.0.0.1:0", on_write=written.append) as emu:
+    with CardEmulator(CardMemory.load(path), "udp:127.0.0.1:0", on_write=written.append) as emu:
         assert emu.clf.device.addr[0] == "127.0.0.1"
         t, served = serving(emu)
         sensf_res, data = nfcpy_reader_tap(emu.port, write=((1, 2), b"\x77" * 32))
@@ -119,21 +119,21 @@ def test_nfcpy_reader_reads_and_writes_and_the_wallet_keeps_it(tmp_path):
     assert served == [1]
     assert sensf_res[:9] == b"\x01" + IDM
     assert data == IMAGE
-    assert Wallet.load(path).image == IMAGE[:16] + b"\x77" * 32
+    assert CardMemory.load(path).image == IMAGE[:16] + b"\x77" * 32
     assert written == [IMAGE[:16] + b"\x77" * 32]  # one write command, two blocks
-    assert Wallet.load(path).taps == 1
+    assert CardMemory.load(path).taps == 1
 
     # the same card at another terminal: a new emulator on another port, same wallet
-    with CardEmulator(Wallet.load(path), "udp:127.0.0.1:0") as emu2:
+    with CardEmulator(CardMemory.load(path), "udp:127.0.0.1:0") as emu2:
         t, served = serving(emu2)
         _, data = nfcpy_reader_tap(emu2.port, read_blocks=(1, 2), service=0x0009)
         t.join(10)
     assert data == b"\x77" * 32
-    assert Wallet.load(path).taps == 2
+    assert CardMemory.load(path).taps == 2
 
 
 def test_card_listens_on_loopback_only(tmp_path):
-    with CardEmulator(Wallet(IDM, IMAGE), "udp:127.0.0.1:0") as emu:
+    with CardEmulator(CardMemory(IDM, IMAGE), "udp:127.0.0.1:0") as emu:
         t, served = serving(emu, timeout=3)
         bound = listening(emu)
         nfcpy_reader_tap(emu.port)
@@ -142,7 +142,7 @@ def test_card_listens_on_loopback_only(tmp_path):
 
 
 def test_serves_n_taps_and_a_poll_without_read_does_not_count(tmp_path):
-    with CardEmulator(Wallet(IDM, IMAGE), "udp:127.0.0.1:0") as emu:
+    with CardEmulator(CardMemory(IDM, IMAGE), "udp:127.0.0.1:0") as emu:
         t, served = serving(emu, taps=2)
         import nfc
         import nfc.clf
@@ -160,7 +160,7 @@ def test_serves_n_taps_and_a_poll_without_read_does_not_count(tmp_path):
 
 
 def test_serve_gives_up_after_timeout_and_stop():
-    with CardEmulator(Wallet(IDM, IMAGE), "udp:127.0.0.1:0") as emu:
+    with CardEmulator(CardMemory(IDM, IMAGE), "udp:127.0.0.1:0") as emu:
         assert emu.serve(taps=1, timeout=0.2) == 0
         emu.stop()
         assert emu.serve(taps=1) == 0
@@ -168,9 +168,9 @@ def test_serve_gives_up_after_timeout_and_stop():
 
 def test_unknown_device_is_a_tool_error():
     with pytest.raises(ToolError, match="no NFC device"):
-        CardEmulator(Wallet(IDM, IMAGE), "tty:ZZ_no_such_port").open()
+        CardEmulator(CardMemory(IDM, IMAGE), "tty:ZZ_no_such_port").open()
     with pytest.raises(ToolError, match="212F or 424F"):
-        CardEmulator(Wallet(IDM, IMAGE), brty="106A")
+        CardEmulator(CardMemory(IDM, IMAGE), brty="106A")
 
 
 def test_command_line_makes_a_wallet_and_reports(tmp_path, capsys):
@@ -184,6 +184,6 @@ def test_command_line_makes_a_wallet_and_reports(tmp_path, capsys):
     assert code == 1  # nobody tapped
     assert json.loads(out[0]) == {"port": port, "idm": IDM.hex()}
     assert json.loads(out[1])["taps"] == 0
-    assert Wallet.load(path).image == IMAGE
+    assert CardMemory.load(path).image == IMAGE
     assert main([str(tmp_path / "none.json")]) == 1
     assert "no such wallet" in capsys.readouterr().err

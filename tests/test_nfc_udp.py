@@ -9,7 +9,7 @@ import pytest
 
 from drivers.felica import NfcProtocolError, NfcTimeout
 from drivers.nfc_udp import NfcUdp
-from host_tools.cardemu import CardEmulator, Wallet
+from host_tools.cardemu import CardEmulator, CardMemory
 
 H = bytes.fromhex
 IDM = H("02fe001122334455")
@@ -19,7 +19,7 @@ IMAGE = bytes(range(48))
 @pytest.fixture
 def card(tmp_path):
     """An nfcpy-emulated FeliCa card on 127.0.0.1 (a free port), served in a thread."""
-    wallet = Wallet.create(tmp_path / "card.json", IDM, IMAGE)
+    wallet = CardMemory.create(tmp_path / "card.json", IDM, IMAGE)
     emu = CardEmulator(wallet, "udp:127.0.0.1:0").open()
     threads = []
 
@@ -80,7 +80,7 @@ print(result, first, bytes(out).hex())
     assert sensf_res == "01" + IDM.hex() + card.wallet.pmm.hex() + "88b4"
     assert data == (IMAGE[:16] + b"\xbb" * 32).hex()  # the second read saw the first write
     assert card.taps == 2
-    assert Wallet.load(card.wallet.path).image == IMAGE[:16] + b"\xbb" * 32
+    assert CardMemory.load(card.wallet.path).image == IMAGE[:16] + b"\xbb" * 32
 
 
 def test_polling_with_another_system_code_finds_no_card(mpy, mpydir, card):

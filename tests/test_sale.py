@@ -158,7 +158,7 @@ def test_a_rolled_back_card_copy_is_caught(terminal):
 def test_sale_reply_layout():
     from terminal import sale
 
-    assert struct.calcsize(sale._RES_FMT) == 15
+    assert struct.calcsize(sale._RES_FMT) == 17
 
 
 def test_a_given_draw_decides_random_selection_on_the_emulator(terminal):

@@ -18,6 +18,13 @@ class BoardPlatform:
         from drivers.stdio_port import StdioPort
 
         self.port = StdioPort(nonblocking=False)
+        self.card_source = None
+        if hasattr(board, "open_nfc"):
+            from drivers.cardsource import FelicaCards
+
+            nfc = board.open_nfc()
+            nfc.start()
+            self.card_source = FelicaCards(nfc)
 
     def shutdown(self):
         micropython.kbd_intr(3)

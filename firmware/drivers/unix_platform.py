@@ -2,8 +2,8 @@
 
 Started by the launcher (`termctl emulate`) as
 
-    micropython -X heapsize=64k firmware/main.py --board emulator \
-        --boards DIR --flash flash.img --key flash.img.key
+    micropython -X heapsize=256k firmware/main.py --board emulator \
+        --boards DIR --flash flash.img --key flash.img.key [--rf-port N]
 
 It mounts the file-backed LittleFS2 image at /flash (formatting a blank
 image on first boot), provisions the terminal key from the key file on first
@@ -53,6 +53,13 @@ class UnixPlatform:
         from drivers.stdio_port import StdioPort
 
         self.port = StdioPort(nonblocking=True)
+        # RF: nfcpy's UDP link to a card emulator on this port (termctl card present)
+        self.card_source = None
+        if "rf-port" in opts:
+            from drivers.cardsource import FelicaCards
+            from drivers.nfc_udp import NfcUdp
+
+            self.card_source = FelicaCards(NfcUdp(b.NFC_UDP_HOST, int(opts["rf-port"])))
 
     def _provision(self, key_path):
         from terminal import store

@@ -5,7 +5,8 @@
                4 = random-selection draw given (emulated board only: a seeded demo
                    and the fleet simulation then make the same decisions)
         -> outcome u8, reasons u32, approval code (6), journal seq u32,
-           card image after the sale (48)
+           tap-to-result ms u16 (from the card sensed, or the request for an
+           injected card, to the journalled result), card image after the sale (48)
     ONLINE_RESULT (signed)  event seq u16, approved u8, approval code (6)
 
 When the decision is GO_ONLINE and the centre is reachable, the terminal sends
@@ -31,7 +32,7 @@ FLAG_CENTRE_UP = const(2)
 FLAG_DRAW_GIVEN = const(4)
 _P_ONLINE_TIMEOUT_MS = const(15)
 _REQ_FMT = "<B16sHBIIHHIIH"
-_RES_FMT = "<BI6sI"
+_RES_FMT = "<BI6sIH"
 
 
 class Sales:
@@ -78,6 +79,7 @@ class Sales:
             return protocol.ERR_FULL, ("journal full: sale refused; pull and acknowledge a "
                                        "batch (termctl batch pull)")
         tap = self.tap
+        sensed = ticks_ms()
         if flags & FLAG_CARD_GIVEN:
             if len(args) != 9 + RECORD_LEN:
                 return protocol.ERR_MALFORMED, "card image flag set but no 48-byte image"
@@ -85,7 +87,10 @@ class Sales:
         elif self.card_source is None:
             return protocol.ERR_STATE, "no NFC reader on this terminal: give the card image"
         elif not self.card_source.read(tap.raw, wait_ms):
+            self.card_source.release()
             return protocol.ERR_STATE, "no card presented within %d ms" % wait_ms
+        else:
+            sensed = self.card_source.sensed_at
         res = tap.decide(amount, now, r or self.rand99(), bool(flags & FLAG_CENTRE_UP))
         online = approved = False
         code = b"000000"
@@ -99,14 +104,17 @@ class Sales:
         res = tap.conclude(res, amount, now, online, approved)
         if tap.write_back and not flags & FLAG_CARD_GIVEN:
             res = tap.card_written(res, self.card_source.write(tap.raw))
+        if not flags & FLAG_CARD_GIVEN:
+            self.card_source.release()
         try:
             seq = tap.record(res, amount, now, code)
         except JournalError as e:
             return protocol.ERR_FULL, "sale not recorded, no result: %s" % e
+        tap_ms = min(ticks_diff(ticks_ms(), sensed), 0xFFFF)
         self.sales += 1
         return protocol.OK, struct.pack(_RES_FMT, res & FINAL_MASK, res >> FINAL_SHIFT,
                                         code if res & FINAL_MASK == 2 else b"000000",
-                                        seq) + bytes(tap.raw)
+                                        seq, tap_ms) + bytes(tap.raw)
 
     def _ask_centre(self, res, amount):
         rec = self.tap.rec

@@ -24,12 +24,13 @@ ISSUERS_FILE = "issuers.bin"
 
 
 class TerminalService:
-    def __init__(self, board, root, port, platform="board"):
+    def __init__(self, board, root, port, platform="board", card_source=None):
         from terminal.link import HostLink
 
         self.board = board
         self.root = root
         self.platform = platform
+        self.card_source = card_source
         self.link = HostLink(port, board.MAX_FRAME)
         self.clock = Clock()
         self.params = Params()
@@ -91,7 +92,7 @@ class TerminalService:
         self.counters = CounterStore(root, self.engine, self.journal)
         self.counters.restore()
         self.tap = Tap(self.engine, self.keystore, self.negative_list, self.journal)
-        self.sales = Sales(self, self.tap, getattr(self, "card_source", None))
+        self.sales = Sales(self, self.tap, self.card_source)
         self.parts = [
             self.keystore,
             ListSync(self, self.negative_list, after_commit=self.sync_online_only),
