@@ -54,7 +54,7 @@ lint: $(STAMP) $(STUB_PORTS:%=build/stubs/%/.installed)
 
 flash: $(STAMP)
 	@test -n "$(PORT)" || { echo "make flash: give the board's serial port, e.g. make flash BOARD=$(BOARD) PORT=/dev/ttyACM0"; exit 2; }
-	$(BIN)/termctl flash --board $(BOARD) --port $(PORT)
+	$(BIN)/termctl --port $(PORT) flash --board $(BOARD)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .mypy_cache .ruff_cache bench/results

@@ -76,6 +76,7 @@ def mpydir():
 def pytest_addoption(parser):
     parser.addoption("--port", default=None, help="serial port of a flashed board (hil tests)")
     parser.addoption("--nfc", default=None, help="nfcpy device path, e.g. usb:054c:06c3 (hil)")
+    parser.addoption("--board", default="pico_pn532", help="board file of the --port board (hil)")
 
 
 def pytest_collection_modifyitems(config, items):

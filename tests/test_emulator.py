@@ -236,3 +236,13 @@ def test_pyserial_opens_the_pty_like_a_device(emulated_board):
     s.close()
     assert kind == frame.FRAME and payload[0] == protocol.CMD_STATUS | protocol.REPLY_BIT
     assert protocol.u16(payload, 1) == 42
+
+
+def test_flash_dry_run_lists_what_a_board_gets():
+    r = termctl("flash", "--board", "pico_pn532", "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert "-march=armv6m" in r.stdout
+    assert ":board.py" in r.stdout and ":terminal/decision.mpy" in r.stdout
+    assert "unix_platform" not in r.stdout and "nfc_udp" not in r.stdout
+    r = termctl("flash", "--board", "emulator", "--dry-run")
+    assert r.returncode == 1 and "termctl emulate" in r.stderr

@@ -1,0 +1,95 @@
+"""Flash a real board: compile the firmware for its CPU, copy it with mpremote,
+provision the terminal key (`make flash BOARD=.. PORT=..`).
+
+    plan = plan_flash("pico_pn532")          # what would be written, with sizes
+    flash(plan, "/dev/ttyACM0", ring)        # copy + key, then reset the board
+
+The board file goes to the board as board.py; main.py stays source (MicroPython
+runs it by name), every other module as .mpy for the board's -march. A new
+terminal id and key are made, added to the keyring, and written as
+terminal.key, unless --keep-key leaves the board's key alone.
+"""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from host_tools.build import ROOT, compile_firmware, venv_tool
+from host_tools.errors import ToolError
+
+BOARDS = ROOT / "boards"
+# Drivers of the emulated board only (file-backed flash, nfcpy's UDP link).
+UNIX_ONLY = {"drivers/unix_platform.mpy", "drivers/filebdev.mpy", "drivers/nfc_udp.mpy"}
+
+
+@dataclass
+class Plan:
+    board: str
+    march: str | None
+    build: Path
+    files: list[tuple[Path, str, int]]  # local file, path on the board, bytes
+
+    @property
+    def total(self) -> int:
+        return sum(n for _, _, n in self.files)
+
+
+def board_values(board: str) -> dict:
+    path = BOARDS / f"{board}.py"
+    if not path.exists():
+        have = ", ".join(sorted(p.stem for p in BOARDS.glob("*.py")))
+        raise ToolError(f"unknown board {board!r} (have: {have})")
+    values: dict = {}
+    exec(compile(path.read_text(), str(path), "exec"), values)
+    return values
+
+
+def plan_flash(board: str) -> Plan:
+    values = board_values(board)
+    if values.get("MCU") == "unix":
+        raise ToolError(f"{board} is the emulated board: run it with `termctl emulate`")
+    march = values.get("MPY_MARCH")
+    build = ROOT / "build" / board
+    sizes = compile_firmware(build, march=march)
+    files = [(build / rel, ":" + rel, n) for rel, n in sorted(sizes.items())
+             if rel not in UNIX_ONLY]
+    board_file = BOARDS / f"{board}.py"
+    files.append((board_file, ":board.py", board_file.stat().st_size))
+    return Plan(board, march, build, files)
+
+
+def flash(plan: Plan, port: str, ring, keep_key: bool = False) -> int | None:
+    """Copy the plan's files (and a new key) to the board; returns the terminal id."""
+    mpremote = venv_tool("mpremote", "mpremote")
+    for d in sorted({str(Path(remote[1:]).parent) for _, remote, _ in plan.files} - {"."}):
+        # an existing directory makes mkdir fail, which is fine
+        subprocess.run([mpremote, "connect", port, "fs", "mkdir", f":{d}"],
+                       capture_output=True, text=True, timeout=60)
+    cmd = [mpremote, "connect", port]
+    for local, remote, _ in plan.files:
+        cmd += ["fs", "cp", str(local), remote, "+"]
+    tid = key = None
+    with tempfile.TemporaryDirectory() as tmp:
+        if not keep_key:
+            tid = secrets.randbits(32)
+            key = secrets.token_bytes(32)
+            key_file = Path(tmp) / "terminal.key"
+            key_file.write_bytes(tid.to_bytes(4, "little") + key)
+            key_file.chmod(0o600)
+            cmd += ["fs", "cp", str(key_file), ":terminal.key", "+"]
+        cmd += ["reset"]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        except subprocess.TimeoutExpired:
+            raise ToolError(f"mpremote on {port}: no progress in 300 s") from None
+    if proc.returncode != 0:
+        detail = (proc.stderr or proc.stdout).strip().splitlines()
+        raise ToolError(f"mpremote on {port} failed: "
+                        f"{detail[-1] if detail else 'exit %d' % proc.returncode}")
+    if tid is not None and key is not None:
+        ring.add(tid, key, note=f"{plan.board} on {port}")
+    return tid
