@@ -215,9 +215,10 @@ def argparse_demo(sub):
         description="A scripted world (shops, ordinary shoppers, stolen cards used once a "
         "day just under the floor limit at a different shop, a prepaid card hit by repeated "
         "attempts) on emulated boards, under the policy 'iD as reported' and under this "
-        "project's hardened defaults, with a fast clock. Every tap goes through the host "
-        "link; each evening the centre pulls the clearing, runs the detector and pushes the "
-        "next negative list. Prints a report and writes it with a chart to --out.")
+        "project's hardened defaults, with a fast clock. Every card is tapped with nfcpy on "
+        "the board's RF field and every sale goes through the host link; each evening the "
+        "centre pulls the clearing, runs the detector and pushes the next negative list. "
+        "Prints a report and writes it with a chart to --out.")
     p.add_argument("--days", type=int, default=14)
     p.add_argument("--shops", type=int, default=4)
     p.add_argument("--shoppers", type=int, default=40)
@@ -229,6 +230,11 @@ def argparse_demo(sub):
     p.add_argument("--ports", default=None,
                    help="comma-separated serial ports of real boards, one per shop, instead "
                    "of emulated boards")
+    p.add_argument("--nfc", default=None,
+                   help="with --ports: an nfcpy device that presents each card to the "
+                   "board's reader (else cards are injected)")
+    p.add_argument("--inject", action="store_true",
+                   help="inject card images instead of tapping them over nfcpy (faster)")
 
 
 def do_demo(args):
@@ -259,9 +265,9 @@ def do_demo(args):
             ports = args.ports.split(",")
             if len(ports) != world.shops:
                 raise ToolError(f"--ports gives {len(ports)} ports for {world.shops} shops")
-            fleet = _real_fleet(ports, ring, args.timeout)
+            fleet = _real_fleet(ports, ring, args.timeout, args.nfc)
         else:
-            fleet = demo.EmulatedFleet(world.shops, work, ring)
+            fleet = demo.EmulatedFleet(world.shops, work, ring, rf=not args.inject)
         with fleet as links:
             results.append(demo.run_policy(world, policy, links, work, ring, args.fee))
     text = demo.report(world, results, args.fee)
@@ -332,7 +338,7 @@ def do_simulate(args):
     return 0
 
 
-def _real_fleet(ports, ring, timeout):
+def _real_fleet(ports, ring, timeout, nfc=None):
     import contextlib
 
     from host_tools.link import TerminalLink
@@ -341,6 +347,8 @@ def _real_fleet(ports, ring, timeout):
     @contextlib.contextmanager
     def fleet():
         links = [TerminalLink.open(p, timeout=timeout, keyring=ring) for p in ports]
+        for link in links:
+            link.rf_device = nfc
         try:
             for link in links:
                 push_keys(link, ring)

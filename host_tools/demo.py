@@ -5,8 +5,10 @@
         result = run_policy(world, POLICIES["hardened"], links, workdir, ring)
 
 Every tap goes through the real paths: the host sets the terminal's clock
-(a fast clock: simulated days), asks for the sale over the pty, the firmware
-decides (online requests answered by the centre), journals, and each evening
+(a fast clock: simulated days), asks for the sale over the pty, nfcpy presents
+the card on the board's RF field (or, with rf off, the card image is injected),
+the firmware reads it, decides (online requests answered by the centre),
+writes the counters back to the card, journals, and each evening
 the host pulls every terminal's clearing batch into the centre, runs the
 detector (hardened policy) and pushes the next negative list to every terminal.
 """
@@ -24,7 +26,7 @@ from host_tools.detector import Detector
 from host_tools.emulator import Emulator
 from host_tools.keyring import BENCH_ISSUERS
 from host_tools.link import TerminalLink
-from host_tools.pos import run_sale
+from host_tools.pos import run_sale, sale_over_rf
 from host_tools.provision import push_keys
 from host_tools.transfer import ack_batch, pull_batch
 from host_tools.wallet import issue_card
@@ -56,16 +58,28 @@ class PolicyResult:
         return self.shopper_online / max(self.shopper_taps, 1)
 
 
+def free_udp_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @contextlib.contextmanager
-def EmulatedFleet(shops: int, workdir: Path, ring, tag: str = ""):
-    """One emulated board per shop, keys pushed; yields their TerminalLinks."""
+def EmulatedFleet(shops: int, workdir: Path, ring, tag: str = "", rf: bool = False):
+    """One emulated board per shop, keys pushed; yields their TerminalLinks. With rf,
+    each board has an RF field (nfcpy's UDP link) and cards are tapped there."""
     emus, links = [], []
     try:
         for i in range(shops):
-            emu = Emulator(flash=workdir / f"shop{i}{tag}.img", keyring=ring)
+            rf_port = free_udp_port() if rf else None
+            emu = Emulator(flash=workdir / f"shop{i}{tag}.img", keyring=ring, rf_port=rf_port)
             emu.start()
             emus.append(emu)
             link = TerminalLink.open(emu.port, timeout=10, keyring=ring)
+            if rf_port:
+                link.rf_device = f"udp:127.0.0.1:{rf_port}"
             links.append(link)
             push_keys(link, ring)
         yield links
@@ -160,9 +174,14 @@ def run_policy(world: World, policy: Policy, links, workdir: Path, ring, fee: in
             link = links[tap.shop]
             now = world.unix(day, tap.second)
             link.set_time(now)
-            r = run_sale(link, tap.amount, wallet[tap.token], centre=centre, draw=tap.draw,
-                         now=now)
-            wallet[tap.token] = r.card_image
+            if link.rf_device:
+                r, wallet[tap.token] = sale_over_rf(link, link.rf_device, tap.token,
+                                                    wallet[tap.token], tap.amount,
+                                                    centre=centre, draw=tap.draw, now=now)
+            else:
+                r = run_sale(link, tap.amount, wallet[tap.token], centre=centre,
+                             draw=tap.draw, now=now)
+                wallet[tap.token] = r.card_image
             result.taps += 1
             result.outcomes.append((day, tap.shop, tap.token, r.outcome))
             kind = world.cards[tap.token].kind

@@ -71,6 +71,7 @@ class TerminalLink:
         self.on_event = None
         self._replies: dict[tuple[int, int], tuple[int, bytes]] = {}
         self._seen = bytearray()  # raw bytes seen while waiting, for diagnosing a non-terminal
+        self.rf_device: str | None = None  # the board's RF field, if the host can reach it
         self.bytes_sent = 0  # frames on the wire, for transfer figures
         self.bytes_received = 0
 

@@ -107,3 +107,26 @@ def run_sale(link, amount: int, card_image: bytes | None, centre=None, wait_ms: 
     return SaleResult(amount, OUTCOMES.get(final, str(final)), reason_names(reasons),
                       code.decode(errors="replace"), seq, tap_ms, image, len(asked),
                       time.monotonic() - t0)
+
+
+def sale_over_rf(link, rf_device: str, token: str, card_image: bytes, amount: int,
+                 centre=None, wait_ms: int = 10_000, **kw) -> tuple[SaleResult, bytes]:
+    """Present the card with nfcpy on rf_device (the emulated board's UDP field, or a
+    reader) while the POS asks for the sale; returns the result and the card's image
+    as the card now holds it (what the terminal wrote back, or unchanged)."""
+    import threading
+
+    from host_tools.cardemu import CardEmulator
+    from host_tools.wallet import card_memory
+
+    memory = card_memory(token, card_image)
+    with CardEmulator(memory, rf_device) as card:
+        served: list[int] = []
+        t = threading.Thread(target=lambda: served.append(card.serve(taps=1, timeout=30)))
+        t.start()
+        try:
+            result = run_sale(link, amount, None, centre=centre, wait_ms=wait_ms, **kw)
+        finally:
+            card.stop()
+            t.join(30)
+    return result, bytes(memory.image[:len(card_image)])

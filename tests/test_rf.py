@@ -3,13 +3,11 @@ UDP link, the firmware reads the record with Read Without Encryption, decides,
 writes the counters back; the card carries them to the next terminal."""
 
 import socket
-import threading
 
 import pytest
 
-from host_tools.cardemu import CardEmulator
 from host_tools.link import TerminalLink
-from host_tools.pos import run_sale
+from host_tools.pos import run_sale, sale_over_rf
 from host_tools.provision import push_keys
 from host_tools.wallet import card_memory, describe, issue_card
 
@@ -32,16 +30,11 @@ def board(emulated_board, name, rf_port):
 
 
 def tap(link, memory, rf_port, amount):
-    """Present the card on the board's RF field while the POS asks for a sale."""
-    with CardEmulator(memory, f"udp:127.0.0.1:{rf_port}") as card:
-        served = []
-        t = threading.Thread(target=lambda: served.append(card.serve(taps=1, timeout=20)))
-        t.start()
-        try:
-            result = run_sale(link, amount, None, wait_ms=15000)
-        finally:
-            card.stop()
-            t.join(30)
+    """Present the card on the board's RF field while the POS asks for a sale; the
+    card's memory then holds what the terminal wrote back."""
+    result, image = sale_over_rf(link, f"udp:127.0.0.1:{rf_port}", "4980000000000001",
+                                 bytes(memory.image[:48]), amount, wait_ms=15000)
+    memory.image[:48] = image
     return result
 
 

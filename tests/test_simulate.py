@@ -13,7 +13,8 @@ def test_same_decisions_as_the_emulated_boards(tmp_path):
     world = make_world(days=4, shops=2, shoppers=8, stolen=2, seed=5)
     ring = Keyring.open(tmp_path / "keyring.json")
     policy = POLICIES["hardened"]
-    with demo.EmulatedFleet(world.shops, tmp_path, ring, tag="emu") as links:
+    # emulated boards reading the cards over nfcpy RF; in-process terminals get images
+    with demo.EmulatedFleet(world.shops, tmp_path, ring, tag="emu", rf=True) as links:
         emulated = demo.run_policy(world, policy, links, tmp_path, ring, say=lambda *_: None)
     simulated = simulate.run(world, policy, ring)
     assert len(emulated.outcomes) == sum(len(t) for t in world.taps)
