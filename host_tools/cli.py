@@ -338,6 +338,54 @@ def do_simulate(args):
     return 0
 
 
+def _centre_serve(centre, args) -> int:
+    import select
+
+    from host_tools.pos import run_sale
+    from host_tools.transfer import ack_batch, pull_batch
+
+    def pull(t):
+        batch = pull_batch(t)
+        inserted, dup = centre.ingest_clearing(batch.terminal_id, batch.records)
+        ack_batch(t, batch.batch_id)
+        print(f"clearing: batch {batch.batch_id}, {inserted} new, {dup} already there",
+              flush=True)
+
+    with _link(args) as t:
+        t.set_time(int(time.time()))
+        print(f"serving terminal {t.status()['terminal_id']} on {args.port}: type an amount "
+              "(yen) for a sale, 'pull' for clearing, 'quit' to stop", flush=True)
+        next_pull = time.monotonic() + args.pull_every
+        while True:
+            ready, _, _ = select.select([sys.stdin], [], [], 1.0)
+            if time.monotonic() >= next_pull:
+                pull(t)
+                next_pull = time.monotonic() + args.pull_every
+            if not ready:
+                continue
+            line = sys.stdin.readline()
+            word = line.strip().lower()
+            if not line or word == "quit":
+                pull(t)
+                return 0
+            if not word:
+                continue
+            if word == "pull":
+                pull(t)
+                continue
+            try:
+                amount = int(word.replace(",", "").replace("_", ""))
+            except ValueError:
+                print(f"not an amount: {word!r} (an amount in yen, 'pull' or 'quit')",
+                      flush=True)
+                continue
+            try:
+                print(run_sale(t, amount, None, centre=centre, wait_ms=int(args.wait * 1000)),
+                      flush=True)
+            except ToolError as e:
+                print(f"sale refused: {e}", flush=True)
+
+
 def _real_fleet(ports, ring, timeout, nfc=None):
     import contextlib
 
@@ -501,6 +549,15 @@ def argparse_centre(sub):
     r.add_argument("--to", dest="to_day", default=None, help="YYYY-MM-DD (default today)")
     d = csub.add_parser("detect", help="run the fraud detector over the clearing for a day")
     d.add_argument("--day", default=None, help="YYYY-MM-DD (default today)")
+    sv = csub.add_parser(
+        "serve", help="serve a terminal: POS console, online authorisation, clearing",
+        description="Hold the terminal's port (--port): read sale amounts from standard "
+        "input (one per line; the terminal then waits for a card on its reader), answer the "
+        "online requests those sales raise from the centre, and pull the terminal's clearing "
+        "into the centre every --pull-every seconds and on the line 'pull'. 'quit' or end "
+        "of input stops.")
+    sv.add_argument("--pull-every", type=float, default=300.0, help="seconds between pulls")
+    sv.add_argument("--wait", type=float, default=30.0, help="seconds to wait for a card")
     n = csub.add_parser("next-list", help="build the next full negative list from the centre")
     n.add_argument("--out", required=True, help="list file to write")
     n.add_argument("--version", type=int, required=True, help="list version")
@@ -534,6 +591,8 @@ def do_centre(args):
         print("  ".join(f"{k:>14}" for k in cols))
         for row in rows:
             print("  ".join(f"{row[k]!s:>14}" for k in cols))
+    elif args.centre_cmd == "serve":
+        return _centre_serve(c, args)
     elif args.centre_cmd == "detect":
         from host_tools.detector import Detector
 

@@ -65,3 +65,39 @@ def test_reported_card_is_stopped_by_the_next_list(bench):
     assert "list v2 installed" in bench("list", "push", "next.bin")
     out = sale(bench, 800, "4980000000000001")
     assert out.startswith("DECLINED_OFFLINE") and "listed" in out
+
+
+def test_centre_serve_sells_over_rf_answers_online_and_clears(emulated_board, tmp_path):
+    """The bench console: an amount typed in, a card tapped on the board's field."""
+    from host_tools.demo import free_udp_port
+    from host_tools.keyring import Keyring
+    from host_tools.link import TerminalLink
+    from host_tools.provision import push_keys
+    from host_tools.wallet import card_memory, describe, issue_card
+
+    rf = free_udp_port()
+    emu = emulated_board("served", rf_port=rf)
+    with TerminalLink.open(emu.port) as t:
+        push_keys(t, t.keyring)
+    db = tmp_path / "c.db"
+    env = dict(os.environ, TERMCTL_PORT=emu.port)
+    subprocess.run([sys.executable, "-m", "host_tools.cli", "centre", "--db", str(db),
+                    "add-card", "4980000000000001", "--credit-limit", "100000"], env=env,
+                   check=True, capture_output=True)
+    memory = card_memory("4980000000000001",
+                         issue_card("4980000000000001", 1, "credit", Keyring.open()))
+    from host_tools.cardemu import CardEmulator
+
+    serve = subprocess.Popen([sys.executable, "-m", "host_tools.cli", "centre", "--db",
+                              str(db), "serve", "--wait", "20"], env=env, text=True,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+    with CardEmulator(memory, f"udp:127.0.0.1:{rf}") as card:
+        serve.stdin.write("2500\n")
+        serve.stdin.flush()
+        assert card.serve(taps=1, timeout=30) == 1
+    out, err = serve.communicate("quit\n", timeout=60)
+    assert serve.returncode == 0, err
+    assert "APPROVED_ONLINE" in out  # a new card's first tap goes to the centre
+    assert "clearing: batch 1, 1 new" in out
+    assert describe(bytes(memory.image[:48]))["last_online_atc"] == 1
