@@ -15,10 +15,18 @@ def boot():
     else:
         from drivers import board_platform as platform_module
     plat = platform_module.start(argv[1:])
+    # The largest buffer first, while the heap is one free block: once every
+    # module is loaded the heap is fragmented and 18 KB in one piece may not be.
+    import gc
+
+    gc.collect()
+    from terminal.velocity import VelocityTable
+
+    table = VelocityTable(plat.board.COUNTER_CAPACITY)
     from terminal.service import TerminalService
 
     term = TerminalService(plat.board, plat.root, plat.port, plat.name,
-                           card_source=getattr(plat, "card_source", None))
+                           card_source=getattr(plat, "card_source", None), table=table)
     try:
         term.serve_forever()
     except KeyboardInterrupt:

@@ -69,3 +69,11 @@ except ImportError:  # CPython has no fixed heap: report -1 ("not measured")
 
     def mem_free():  # type: ignore[no-redef,misc]
         return -1
+
+
+try:
+    from micropython import mem_peak  # type: ignore[import-not-found,attr-defined]
+except ImportError:  # CPython, or a port built without it: "not measured"
+
+    def mem_peak():  # type: ignore[no-redef,misc]
+        return -1

@@ -13,7 +13,7 @@ import gc
 
 from terminal import frame, protocol, store
 from terminal.clock import EPOCH_OFFSET, Clock, iso
-from terminal.compat import mem_alloc, mem_free
+from terminal.compat import mem_alloc, mem_free, mem_peak
 from terminal.params import Params, parse_assignments
 
 FIRMWARE_VERSION = "0.1.0"
@@ -24,13 +24,14 @@ ISSUERS_FILE = "issuers.bin"
 
 
 class TerminalService:
-    def __init__(self, board, root, port, platform="board", card_source=None):
+    def __init__(self, board, root, port, platform="board", card_source=None, table=None):
         from terminal.link import HostLink
 
         self.board = board
         self.root = root
         self.platform = platform
         self.card_source = card_source
+        self._table = table  # the counter table, if the caller allocated it first
         self.link = HostLink(port, board.MAX_FRAME)
         self.clock = Clock()
         self.params = Params()
@@ -88,7 +89,7 @@ class TerminalService:
                                           key_id=self.keystore.list_key_id or None)
         self.sync_online_only()
         self.engine = Engine(self.params, self.issuers, self.keystore.issuer_keys,
-                             board.COUNTER_CAPACITY)
+                             board.COUNTER_CAPACITY, table=self._table)
         self.counters = CounterStore(root, self.engine, self.journal)
         self.counters.restore()
         self.tap = Tap(self.engine, self.keystore, self.negative_list, self.journal)
@@ -191,6 +192,7 @@ class TerminalService:
             ("max_frame", self.board.MAX_FRAME),
             ("heap_used", mem_alloc()),
             ("heap_free", mem_free()),
+            ("heap_peak", mem_peak()),
             ("flash_free", free),
             ("flash_total", total),
             ("clock", iso(now)),
