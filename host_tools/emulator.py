@@ -247,6 +247,7 @@ def detach(board: str, flash: Path, heap: int | None, timeout: float = 30.0,
         cmd += ["--heap", str(heap)]
     if rf_port:
         cmd += ["--rf-port", str(rf_port)]
+    Path(flash).resolve().parent.mkdir(parents=True, exist_ok=True)
     log = open(str(Path(flash).resolve()) + ".launcher.log", "ab")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
                             start_new_session=True, cwd=os.getcwd())

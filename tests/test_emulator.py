@@ -122,9 +122,18 @@ def test_heap_cap_too_small_fails_with_a_clear_error(tmp_path, keyring_path):
         emu.start(ready_timeout=10)
 
 
-def termctl(*args, env=None, timeout=30):
+def termctl(*args, env=None, timeout=30, cwd=None):
     return subprocess.run([sys.executable, "-m", "host_tools.cli", *args], capture_output=True,
-                          text=True, timeout=timeout, env=env)
+                          text=True, timeout=timeout, env=env, cwd=cwd)
+
+
+def test_detach_with_the_default_image_in_a_fresh_directory(tmp_path, keyring_path):
+    """The README's first command, run where no .termctl/ exists yet."""
+    r = termctl("emulate", "--detach", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / ".termctl" / "emulator.img").exists()
+    stop = termctl("emulate", "--stop", cwd=tmp_path)
+    assert stop.returncode == 0, stop.stderr
 
 
 def test_detach_then_sigterm_stops_cleanly_and_image_survives(tmp_path, keyring_path):
