@@ -229,7 +229,8 @@ def run(quick=False):
          "notes": "List structures: the NegativeList object with its tables and buffers "
                   "(sized from capacity 1,000,000 and 32 issuers) and its open LittleFS "
                   "file, as after start-up (goal: flat, <= 4 KB). The bytecode is loaded "
-                  "into the heap on the unix port only; a board runs it frozen in flash. "
+                  "into the heap, here and on a board that runs .mpy from its filesystem "
+                  "(frozen into the firmware it would stay in flash). "
                   "Pointers are 8 bytes here, 4 on the boards."},
         {"title": "Negative list bytes per entry (list file vs raw record)",
          "columns": ["list", "entries", "file B", "B/entry", "record B", "file/record",
