@@ -22,6 +22,18 @@ ROOT = Path(__file__).resolve().parent.parent
 FIRMWARE = ROOT / "firmware"
 
 
+def board_values(board: str) -> dict:
+    """The constants of boards/<board>.py (read as a file: the host never imports
+    a board file, whose open_nfc() needs the board's `machine`)."""
+    path = ROOT / "boards" / f"{board}.py"
+    if not path.exists():
+        have = ", ".join(sorted(p.stem for p in (ROOT / "boards").glob("*.py")))
+        raise ToolError(f"unknown board {board!r} (have: {have})")
+    values: dict = {}
+    exec(compile(path.read_text(), str(path), "exec"), values)
+    return values
+
+
 def venv_tool(name: str, package: str) -> str:
     """A command installed beside this Python (the project's .venv), else on PATH."""
     beside = Path(sys.executable).parent / name

@@ -219,12 +219,7 @@ def argparse_demo(sub):
         "the board's RF field and every sale goes through the host link; each evening the "
         "centre pulls the clearing, runs the detector and pushes the next negative list. "
         "Prints a report and writes it with a chart to --out.")
-    p.add_argument("--days", type=int, default=14)
-    p.add_argument("--shops", type=int, default=4)
-    p.add_argument("--shoppers", type=int, default=40)
-    p.add_argument("--stolen", type=int, default=3)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--fee", type=int, default=5, help="yen per online authorisation")
+    _world_args(p, days=14, shops=4, shoppers=40, stolen=3)
     p.add_argument("--policy", choices=["both", "id", "hardened"], default="both")
     p.add_argument("--out", default="demo-out", help="report, chart and journals go here")
     p.add_argument("--ports", default=None,
@@ -237,17 +232,33 @@ def argparse_demo(sub):
                    help="inject card images instead of tapping them over nfcpy (faster)")
 
 
+def _world_args(p, **defaults):
+    """The scripted world's size and seed (demo and simulate)."""
+    p.add_argument("--days", type=int, default=defaults["days"])
+    p.add_argument("--shops", type=int, default=defaults["shops"], help="one terminal each")
+    p.add_argument("--shoppers", type=int, default=defaults["shoppers"])
+    p.add_argument("--stolen", type=int, default=defaults["stolen"], help="stolen cards")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--fee", type=int, default=5, help="yen per online authorisation")
+
+
+def _make_world(args):
+    from host_tools.world import make_world
+
+    try:
+        return make_world(days=args.days, shops=args.shops, shoppers=args.shoppers,
+                          stolen=args.stolen, seed=args.seed)
+    except ValueError as e:
+        raise ToolError(str(e)) from None
+
+
 def do_demo(args):
     import tempfile
 
     from host_tools import demo
-    from host_tools.world import POLICIES, make_world
+    from host_tools.world import POLICIES
 
-    try:
-        world = make_world(days=args.days, shops=args.shops, shoppers=args.shoppers,
-                           stolen=args.stolen, seed=args.seed)
-    except ValueError as e:
-        raise ToolError(str(e)) from None
+    world = _make_world(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     keys = [args.policy] if args.policy != "both" else ["id", "hardened"]
@@ -291,25 +302,16 @@ def argparse_simulate(sub):
         "and reports like `termctl demo`; with --sweep NAME=V1,V2 (terminal parameters, or "
         "list_quota) it runs the hardened policy for every combination and tabulates fraud "
         "loss against the online rate, with a plot.")
-    p.add_argument("--days", type=int, default=30)
-    p.add_argument("--shops", type=int, default=20)
-    p.add_argument("--shoppers", type=int, default=400)
-    p.add_argument("--stolen", type=int, default=6)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--fee", type=int, default=5, help="yen per online authorisation")
+    _world_args(p, days=30, shops=20, shoppers=400, stolen=6)
     p.add_argument("--sweep", action="append", default=[], metavar="NAME=V1,V2,...")
     p.add_argument("--out", default="simulate-out", help="report, table and plots go here")
 
 
 def do_simulate(args):
     from host_tools import demo, simulate
-    from host_tools.world import POLICIES, make_world
+    from host_tools.world import POLICIES
 
-    try:
-        world = make_world(days=args.days, shops=args.shops, shoppers=args.shoppers,
-                           stolen=args.stolen, seed=args.seed)
-    except ValueError as e:
-        raise ToolError(str(e)) from None
+    world = _make_world(args)
     grid = simulate.parse_grid(args.sweep)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -650,14 +652,11 @@ def argparse_list(sub):
 
 
 def _board_value(board: str, name: str) -> int:
-    from host_tools.emulator import BOARDS
+    from host_tools.build import board_values
 
-    path = BOARDS / f"{board}.py"
-    if not path.exists():
-        raise ToolError(f"unknown board {board!r}")
-    values: dict = {}
-    exec(compile(path.read_text(), str(path), "exec"), values)
-    return int(values[name])
+    return int(board_values(board)[name])
+
+
 
 
 def do_list(args):

@@ -44,13 +44,11 @@ def micropython_binary() -> str:
 
 
 def board_heap(board: str) -> int:
-    path = BOARDS / f"{board}.py"
-    if not path.exists():
-        have = ", ".join(sorted(p.stem for p in BOARDS.glob("*.py")))
-        raise ToolError(f"unknown board {board!r} (have: {have})")
-    values: dict = {}
-    exec(compile(path.read_text(), str(path), "exec"), values)
-    return int(values["HEAP_SIZE"])
+    from host_tools.build import board_values
+
+    return int(board_values(board)["HEAP_SIZE"])
+
+
 
 
 def parse_size(text: str) -> int:

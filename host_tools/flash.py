@@ -18,7 +18,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from host_tools.build import ROOT, compile_firmware, venv_tool
+from host_tools.build import ROOT, board_values, compile_firmware, venv_tool
 from host_tools.errors import ToolError
 
 BOARDS = ROOT / "boards"
@@ -38,14 +38,6 @@ class Plan:
         return sum(n for _, _, n in self.files)
 
 
-def board_values(board: str) -> dict:
-    path = BOARDS / f"{board}.py"
-    if not path.exists():
-        have = ", ".join(sorted(p.stem for p in BOARDS.glob("*.py")))
-        raise ToolError(f"unknown board {board!r} (have: {have})")
-    values: dict = {}
-    exec(compile(path.read_text(), str(path), "exec"), values)
-    return values
 
 
 def plan_flash(board: str) -> Plan:

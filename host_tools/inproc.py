@@ -24,12 +24,9 @@ class _Board:
     """The board file of an in-process terminal (the emulator's capacities)."""
 
     def __init__(self, name: str = "emulator"):
-        from host_tools.emulator import BOARDS
+        from host_tools.build import board_values
 
-        values: dict = {}
-        path = BOARDS / f"{name}.py"
-        exec(compile(path.read_text(), str(path), "exec"), values)
-        for k, v in values.items():
+        for k, v in board_values(name).items():
             if k.isupper():
                 setattr(self, k, v)
         self.NAME = f"{name} (in-process)"
