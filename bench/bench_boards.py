@@ -35,8 +35,7 @@ def runs_in(board, heap_kb, work):
 
 
 def run(quick=False):
-    from host_tools.build import compile_firmware
-    from host_tools.build import board_values
+    from host_tools.build import board_values, compile_firmware
     from host_tools.flash import UNIX_ONLY
 
     size_rows, heap_rows = [], []
