@@ -168,3 +168,34 @@ def test_a_given_draw_decides_random_selection_on_the_emulator(terminal):
     assert run_sale(link, 100, card(link), draw=99).outcome == "APPROVED_OFFLINE"
     r = run_sale(link, 100, card(link, "4980000000000002"), draw=20)
     assert r.outcome == "DECLINED_OFFLINE" and "random_selected" in r.reasons
+
+
+def test_an_interrupted_pull_then_a_full_one_loses_and_repeats_nothing(terminal, tmp_path):
+    """The link dies after part of the batch; the next pull brings every record,
+    and the centre stores each exactly once."""
+    from host_tools.centre import Centre
+    from terminal import protocol
+
+    _, link = terminal
+    image = card(link)
+    for amount in range(100, 2100, 100):  # 20 sales: more than one BATCH_READ chunk
+        image = run_sale(link, amount, image).card_image
+    reply = link.call_signed(protocol.CMD_BATCH_CLOSE)
+    batch_id, first, count = struct.unpack_from("<III", reply, 0)
+    part = link.call(protocol.CMD_BATCH_READ, struct.pack("<II", batch_id, first))
+    assert 0 < len(part) // 64 < count  # part of the batch; here the link "drops"
+    ring = link.keyring
+    centre = Centre(tmp_path / "c.db", list_key=ring.list_key()[1], key_id=ring.list_key()[0])
+    from terminal.clock import EPOCH_OFFSET
+    from terminal.journal import RECORD_SIZE, decode
+
+    partial = [decode(part[i:i + RECORD_SIZE]) for i in range(0, len(part), RECORD_SIZE)]
+    for r in partial:
+        r["time"] += EPOCH_OFFSET  # as pull_batch does: the centre keeps Unix time
+    centre.ingest_clearing(partial[0]["terminal_id"], partial)
+    batch = pull_batch(link)
+    inserted, dup = centre.ingest_clearing(batch.terminal_id, batch.records)
+    assert (inserted + dup, dup) == (20, len(partial))
+    assert ack_batch(link, batch.batch_id) == "acked"
+    stored = centre.clearing(terminal_id=batch.terminal_id)
+    assert sorted(r["seq"] for r in stored) == list(range(1, 21))
