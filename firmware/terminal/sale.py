@@ -25,7 +25,7 @@ from terminal import decision, frame, protocol
 from terminal.card import RECORD_LEN
 from terminal.compat import const, ticks_diff, ticks_ms
 from terminal.journal import JournalError
-from terminal.tap import FINAL_MASK, FINAL_SHIFT
+from terminal.tap import APPROVED_ONLINE, FINAL_MASK, FINAL_SHIFT
 
 FLAG_CARD_GIVEN = const(1)
 FLAG_CENTRE_UP = const(2)
@@ -113,7 +113,8 @@ class Sales:
         tap_ms = min(ticks_diff(ticks_ms(), sensed), 0xFFFF)
         self.sales += 1
         return protocol.OK, struct.pack(_RES_FMT, res & FINAL_MASK, res >> FINAL_SHIFT,
-                                        code if res & FINAL_MASK == 2 else b"000000",
+                                        code if res & FINAL_MASK == APPROVED_ONLINE
+                                        else b"000000",
                                         seq, tap_ms) + bytes(tap.raw)
 
     def _ask_centre(self, res, amount):
