@@ -253,7 +253,7 @@ def _make_world(args):
 
 
 def do_demo(args):
-    import tempfile
+    import shutil
 
     from host_tools import demo
     from host_tools.world import POLICIES
@@ -270,7 +270,9 @@ def do_demo(args):
     results = []
     for key in keys:
         policy = POLICIES[key]
-        work = Path(tempfile.mkdtemp(prefix=f"demo-{key}-", dir=out))
+        work = out / f"work-{key}"  # flash images, journals, the centre: kept to look at
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir()
         print(f"policy: {policy.name}", flush=True)
         if args.ports:
             ports = args.ports.split(",")

@@ -221,11 +221,11 @@ def report(world: World, results: list[PolicyResult], fee: int) -> str:
     lines = [f"World: seed {world.seed}, {world.days} days, {world.shops} shops, "
              f"{sum(len(t) for t in world.taps)} taps per policy, "
              f"{len(world.fraud_tokens())} stolen cards", ""]
-    head = f"{'':<34}" + "".join(f"{r.policy[:24]:>26}" for r in results)
+    head = f"{'':<34}" + "".join(f"{r.policy:>30}" for r in results)
     lines.append(head)
 
     def row(label, values):
-        lines.append(f"{label:<34}" + "".join(f"{v:>26}" for v in values))
+        lines.append(f"{label:<34}" + "".join(f"{v:>30}" for v in values))
 
     row("fraud losses, total (yen)", [f"{r.total_loss:,}" for r in results])
     for token in world.fraud_tokens():

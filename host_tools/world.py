@@ -157,7 +157,7 @@ POLICIES = {
          "decline_limit": 100, "new_card_online": 0},
         list_quota=20, overflow_online_only=False, detector=False),
     "hardened": Policy(
-        "hardened", "hardened (this project's defaults)",
+        "hardened", "hardened (project defaults)",
         {name: default for name, default, _lo, _hi in P.TABLE},
         list_quota=20, overflow_online_only=True, detector=True),
 }
