@@ -23,12 +23,17 @@ PROG = "termctl"
 
 EPILOG = """\
 examples:
+  termctl demo                             the incident on emulated boards, two policies
   termctl emulate --detach                 start an emulated board, print its port
   export TERMCTL_PORT=/dev/pts/5           (or give --port to every command)
+  termctl keys push && termctl time set --now
   termctl status
-  termctl time set --now
-  termctl params show
   termctl params set floor_limit=9000 daily_offline_cap=20000
+  termctl sale 5000 --token 4980000000000001 --wallet wallet.json --centre centre.db
+  termctl batch pull --centre centre.db
+  termctl centre next-list --out next.bin --version 2 && termctl list push next.bin
+
+exit status: 0 done, 1 error (one line on stderr), 3 sale declined
 """
 
 
