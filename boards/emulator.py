@@ -21,6 +21,9 @@ FLASH_BLOCK_SIZE = 4096
 MAX_FRAME = 1024
 # Capacities of the fixed-size tables.
 LIST_CAPACITY = 1_000_000
+# Issuers the terminal holds overrides, list sections and card keys for.
+ISSUER_CAPACITY = 32
+ISSUER_KEY_CAPACITY = 16
 COUNTER_CAPACITY = 512
 JOURNAL_CAPACITY = 20_000
 # NFC: nfcpy's UDP link (host, port) as the RF field.

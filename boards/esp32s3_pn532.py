@@ -35,6 +35,9 @@ MAX_FRAME = 1024
 # ~6.2 MB, twice while a replacement is staged (~12.4 MB); 20,000 journal
 # records of 64 bytes are 1.28 MB.
 LIST_CAPACITY = 1_000_000
+# Issuers the terminal holds overrides, list sections and card keys for.
+ISSUER_CAPACITY = 32
+ISSUER_KEY_CAPACITY = 16
 COUNTER_CAPACITY = 512
 JOURNAL_CAPACITY = 20_000
 # NFC: PN532 on SPI2.

@@ -35,6 +35,9 @@ MAX_FRAME = 1024
 # of 64 bytes (64 KB, several days of one till between two host pulls); the
 # counter table (32 bytes per card, in RAM and saved to flash) 16 KB.
 LIST_CAPACITY = 100_000
+# Issuers the terminal holds overrides, list sections and card keys for.
+ISSUER_CAPACITY = 32
+ISSUER_KEY_CAPACITY = 16
 COUNTER_CAPACITY = 512
 JOURNAL_CAPACITY = 1_000
 # NFC: PN532 on I2C0's pins, bit-banged (see the quirk above).

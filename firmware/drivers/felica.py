@@ -31,6 +31,7 @@ __init__, and block data is copied into the caller's buffer.
 """
 
 from terminal.compat import const
+from terminal.errors import TerminalError
 
 SYSTEM_CODE_ANY = const(0xFFFF)
 REQUEST_NONE = const(0)
@@ -47,7 +48,7 @@ _IDM = const(2)  # IDm offset in commands and responses
 _RSP_MIN = const(12)  # LEN, code, IDm, status flag 1, status flag 2
 
 
-class NfcError(Exception):
+class NfcError(TerminalError):
     """Root of the NFC errors: the tap failed, poll again."""
 
 

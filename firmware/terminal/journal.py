@@ -15,6 +15,7 @@ import struct
 from array import array
 
 from terminal.compat import const
+from terminal.errors import TerminalError
 
 RECORD_SIZE = const(64)
 FORMAT_VERSION = const(1)
@@ -138,7 +139,7 @@ def mask_token_into(token, out):
             out[i] = token[i] if i < n else 0x2A
 
 
-class JournalError(Exception):
+class JournalError(TerminalError):
     """A journal operation failed; what is on flash stays consistent."""
 
 

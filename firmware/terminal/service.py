@@ -76,16 +76,16 @@ class TerminalService:
         from terminal.sale import Sales
         from terminal.tap import Tap
 
-        self.issuers = IssuerTable(getattr(board, "ISSUER_CAPACITY", 32))
+        self.issuers = IssuerTable(board.ISSUER_CAPACITY)
         data = store.read(root, ISSUERS_FILE)
         if data is not None:
             err = self.issuers.from_bytes(data)
             if err:
                 self.notes.append("stored issuer overrides ignored: " + err)
-        self.keystore = KeyStore(self)
+        self.keystore = KeyStore(self, board.ISSUER_KEY_CAPACITY)
         self.journal = Journal(store.path(root, "journal"), board.JOURNAL_CAPACITY,
                                self.terminal_id, self.params.get("journal_near_full_pct"))
-        self.negative_list = NegativeList(root, board.LIST_CAPACITY,
+        self.negative_list = NegativeList(root, board.LIST_CAPACITY, board.ISSUER_CAPACITY,
                                           key_id=self.keystore.list_key_id or None)
         self.sync_online_only()
         self.engine = Engine(self.params, self.issuers, self.keystore.issuer_keys,
