@@ -547,7 +547,8 @@ def argparse_centre(sub):
     a.add_argument("--issuer", type=int, default=1)
     a.add_argument("--product", default="credit", choices=["credit", "prepaid", "debit"])
     a.add_argument("--balance", type=int, default=None, help="prepaid/debit balance, yen")
-    a.add_argument("--credit-limit", type=int, default=None, help="credit limit, yen")
+    a.add_argument("--credit-limit", type=int, default=None,
+                   help="credit limit, yen (credit cards; default 300,000)")
     a.add_argument("--expiry", default=None, help="YYYY-MM-DD")
     b = csub.add_parser("block", help="block a token (reported stolen)")
     b.add_argument("token")
@@ -583,9 +584,20 @@ def do_centre(args):
     c = _centre(args.db, args.keyring)
     today = centre_mod.as_day(_dt.date.today())
     if args.centre_cmd == "add-card":
-        c.add_card(args.token, args.issuer, args.product, balance=args.balance,
-                   credit_limit=args.credit_limit, expiry=args.expiry)
-        print(f"card {args.token}: issuer {args.issuer} {args.product}")
+        known = sorted(row["id"] for row in c.issuers())
+        if args.issuer not in known:
+            raise ToolError(f"unknown issuer {args.issuer} (the centre has "
+                            f"{', '.join(map(str, known))})")
+        limit = args.credit_limit
+        if args.product == "credit" and limit is None:
+            limit = 300_000
+        balance = args.balance
+        if args.product != "credit" and balance is None:
+            balance = 0
+        c.add_card(args.token, args.issuer, args.product, balance=balance,
+                   credit_limit=limit, expiry=args.expiry)
+        money = f"credit limit {limit:,}" if args.product == "credit" else f"balance {balance:,}"
+        print(f"card {args.token}: issuer {args.issuer} {args.product}, {money} yen")
     elif args.centre_cmd == "block":
         c.block(args.token, int(time.time()), args.reason)
         print(f"blocked {args.token}: it goes on the next negative list")
