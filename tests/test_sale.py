@@ -199,3 +199,17 @@ def test_an_interrupted_pull_then_a_full_one_loses_and_repeats_nothing(terminal,
     assert ack_batch(link, batch.batch_id) == "acked"
     stored = centre.clearing(terminal_id=batch.terminal_id)
     assert sorted(r["seq"] for r in stored) == list(range(1, 21))
+
+
+def test_a_list_keyed_under_another_key_is_refused_after_keys_push(terminal):
+    from host_tools import listbuild
+    from host_tools.transfer import push_list
+
+    _, link = terminal
+    key_id, _ = link.keyring.list_key()
+    built = listbuild.build_full("1,4980000000000666,add\n", version=2, issuers={1: None},
+                                 list_key=bytes(16), key_id=key_id + 1, capacity=1000,
+                                 today=20000)
+    with pytest.raises(ToolError, match="key"):
+        push_list(link, built.data, built.kind, built.version, built.base_version)
+

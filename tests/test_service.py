@@ -223,3 +223,12 @@ def test_a_real_board_refuses_a_host_supplied_random_draw(tmp_path):
     args = struct.pack("<IIB", 100, 0, sale.FLAG_CARD_GIVEN | sale.FLAG_DRAW_GIVEN)
     status, body = roundtrip(svc, port, signed(protocol.CMD_SALE, 1, args + bytes(48) + b"\x05"))
     assert status == protocol.ERR_STATE and "emulated board only" in body
+
+
+def test_near_full_threshold_reaches_the_journal_without_a_reboot(tmp_path):
+    svc, port = make_service(tmp_path)
+    assert svc.journal.near_full_pct == 90
+    status, _ = roundtrip(svc, port, signed(protocol.CMD_PARAMS_SET, 1,
+                                            b"journal_near_full_pct=50"))
+    assert status == protocol.OK
+    assert svc.journal.near_full_pct == 50

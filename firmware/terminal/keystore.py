@@ -62,8 +62,9 @@ def decode(data):
 class KeyStore:
     """Loads keys.bin at boot; `hasher` and `issuer_keys` are what the tap path uses."""
 
-    def __init__(self, service, capacity=16):
+    def __init__(self, service, capacity=16, after_set=None):
         self.svc = service
+        self.after_set = after_set  # called with the new list key id
         self.capacity = capacity
         self.issuer_keys = IssuerKeys(capacity)
         self.hasher = None
@@ -106,6 +107,8 @@ class KeyStore:
                             unwrap(auth, counter, i + 1, args[o + 3 : o + 19])))
         store.write_atomic(self.svc.root, KEYS_FILE, encode(key_id, list_key, issuers))
         self._install(key_id, list_key, issuers)
+        if self.after_set is not None:
+            self.after_set(key_id)
         return protocol.OK, "list key %d, %d issuer keys" % (key_id, n)
 
     def status_fields(self):

@@ -588,6 +588,10 @@ class NegativeList:
                     return False
         return True
 
+    def set_key_id(self, key_id):
+        """The token-hash key the terminal now uses: lists keyed otherwise are refused."""
+        self._key_id = key_id
+
     def online_only(self, issuer):
         """True while the issuer's entries overflow its quota (its cards go online)."""
         t = self._t

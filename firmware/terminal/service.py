@@ -82,7 +82,8 @@ class TerminalService:
             err = self.issuers.from_bytes(data)
             if err:
                 self.notes.append("stored issuer overrides ignored: " + err)
-        self.keystore = KeyStore(self, board.ISSUER_KEY_CAPACITY)
+        self.keystore = KeyStore(self, board.ISSUER_KEY_CAPACITY,
+                                 after_set=lambda key_id: self.negative_list.set_key_id(key_id))
         self.journal = Journal(store.path(root, "journal"), board.JOURNAL_CAPACITY,
                                self.terminal_id, self.params.get("journal_near_full_pct"))
         self.negative_list = NegativeList(root, board.LIST_CAPACITY, board.ISSUER_CAPACITY,
@@ -257,6 +258,8 @@ class TerminalService:
         except OSError as e:
             self.params.from_bytes(saved)
             return protocol.ERR_INTERNAL, "params not saved to flash: %s" % e
+        if self.issuers is not None:
+            self.journal.set_near_full_pct(self.params.get("journal_near_full_pct"))
         return protocol.OK, "version=%d" % self.params.version
 
     def _set_issuer_params(self, per_issuer, changes):
