@@ -67,18 +67,24 @@ class CardRecord:
     def __init__(self):
         self.token = bytearray(TOKEN_MAX)
         self.token_len = 0
+        self.mac = bytearray(_MAC_LEN)
+        self._clear(0, CARD_UNREADABLE)
+
+    def _clear(self, expiry_day, status):
+        """Issuer data, counters and MAC to zero (no allocation)."""
         self.issuer_id = 0
         self.product = 0
         self.key_version = 0
-        self.expiry_day = 0
+        self.expiry_day = expiry_day
         self.atc = 0
         self.last_online_atc = 0
         self.offline_day = 0
         self.offline_count = 0
         self.offline_today = 0
         self.offline_since_online = 0
-        self.mac = bytearray(_MAC_LEN)
-        self.status = CARD_UNREADABLE
+        for i in range(_MAC_LEN):
+            self.mac[i] = 0
+        self.status = status
 
     def set_token(self, token):
         """Host/test helper: copy a token number (bytes, 1..16) into the record."""
@@ -101,19 +107,7 @@ class CardRecord:
         for i in range(TOKEN_MAX):
             self.token[i] = uid[i] if i < n else 0
         self.token_len = n
-        self.issuer_id = 0
-        self.product = 0
-        self.key_version = 0
-        self.expiry_day = _U16
-        self.atc = 0
-        self.last_online_atc = 0
-        self.offline_day = 0
-        self.offline_count = 0
-        self.offline_today = 0
-        self.offline_since_online = 0
-        for i in range(_MAC_LEN):
-            self.mac[i] = 0
-        self.status = CARD_NO_COUNTERS
+        self._clear(_U16, CARD_NO_COUNTERS)
 
 
 def _get16(b, o):
