@@ -57,6 +57,14 @@ NFC_RESET = 9 if NFC_BUS == "spi" else None  # RSTPDN; GPIO9 is SCL on I2C wirin
 NFC_MAX_FRAME = 96  # longest FeliCa frame (LEN included): a 4-block read or write
 
 
+def open_flash():
+    """The "vfs" partition MicroPython's boot mounted at "/": the negative list
+    reads its blocks directly."""
+    import esp32
+
+    return esp32.Partition.find(esp32.Partition.TYPE_DATA, label="vfs")[0]
+
+
 def open_nfc():
     """The PN532 reader on this board's wiring (board only: imports machine).
 

@@ -51,6 +51,14 @@ NFC_I2C_TIMEOUT_US = 100_000  # SoftI2C clock-stretch timeout
 NFC_MAX_FRAME = 96  # longest FeliCa frame (LEN included): a 4-block read or write
 
 
+def open_flash():
+    """The block device MicroPython's boot mounted at "/" (the whole filesystem
+    region): the negative list reads its blocks directly."""
+    import rp2
+
+    return rp2.Flash()
+
+
 def open_nfc():
     """The PN532 reader on this board's wiring (board only: imports machine).
 

@@ -26,7 +26,8 @@ def boot():
     from terminal.service import TerminalService
 
     term = TerminalService(plat.board, plat.root, plat.port, plat.name,
-                           card_source=getattr(plat, "card_source", None), table=table)
+                           card_source=getattr(plat, "card_source", None), table=table,
+                           bdev=getattr(plat, "bdev", None))
     try:
         term.serve_forever()
     except KeyboardInterrupt:

@@ -556,9 +556,10 @@ def test_unix_port_lookups_edges_and_no_allocation(mpy, mpydir, tmp_path):
     (tmp_path / "p.bin").write_bytes(b"".join(present + rnd_keys))
     (tmp_path / "a.bin").write_bytes(b"".join(absent + keyset(2000, 41)))
     code = r"""
+pbuf = bytearray(8 * 250)  # before the list's buffers: the heap is the board's
 bd = fresh(%(img)r)
 mp = mount(bd)
-t = nl.NegativeList(mp, CAP)
+t = nl.NegativeList(mp, CAP, bdev=bd)
 print("staged", stage_file(t, nl.KIND_FULL, 1, 0, %(lst)r))
 with open(%(lst)r, "rb") as f:  # read back for the list MAC: the bytes sent
     same = True
@@ -571,7 +572,7 @@ with open(%(lst)r, "rb") as f:  # read back for the list MAC: the bytes sent
         n = t.read_staged(off, back)
         same = same and n == len(want) and back[:n] == want
 print("read back", same)
-print("commit", t.commit())
+print("commit", t.commit(), t.status()["direct_reads"], t.direct_error)
 present = readkeys(%(p)r)
 absent = readkeys(%(a)r)
 n = nkeys(present)
@@ -581,7 +582,8 @@ print("absent", sum(1 for k in keys(absent) if t.lookup(k, 257, 20400)))
 n = 250
 gc.collect()
 with open(present, "rb") as f:
-    present = f.read(8 * n)
+    f.readinto(pbuf)
+present = pbuf
 key = bytearray(8)
 
 
@@ -601,29 +603,34 @@ t.lookup(key, 257, 20400)
 taps()  # warm
 hits = 0  # globals exist before the lock (a new global grows the dict)
 p0 = t.page_reads
+r0 = bd.reads
 micropython.heap_lock()
 try:
     hits = taps()
 finally:
     micropython.heap_unlock()
-print("locked", hits, (t.page_reads - p0) / n)
+print("locked", hits, (t.page_reads - p0) / n, (bd.reads - r0) / n)
 t.close()
 del t
 gc.collect()
 umount(mp)
 # a fresh mount (a reset) finds the list again
-mp = mount(FileBlockDevice(%(img)r, BS, NB))
-t = nl.NegativeList(mp, CAP)
-print("again", t.version, sum(1 for j in range(50) if t.lookup(present[8 * j:8 * j + 8], 257,
-                                                               20400)))
+bd = FileBlockDevice(%(img)r, BS, NB)
+mp = mount(bd)
+t = nl.NegativeList(mp, CAP, bdev=bd)
+print("again", t.version, t.status()["direct_reads"],
+      sum(1 for j in range(50) if t.lookup(present[8 * j:8 * j + 8], 257, 20400)))
 """
-    out = run_mpy(mpy, code, mpydir=str(mpydir), blocks=64, cap=CAP, img=str(tmp_path / "i.img"),
+    out = run_mpy(mpy, code, heap="96k", mpydir=str(mpydir), blocks=64, cap=CAP,
+                  img=str(tmp_path / "i.img"),
                   lst=str(tmp_path / "l.bin"), p=str(tmp_path / "p.bin"),
                   a=str(tmp_path / "a.bin"))
     n = len(present) + len(rnd_keys)
-    assert out == ["staged None", "read back True", "commit None", "present %d %d" % (n, n),
-                   "absent 0",
-                   "locked 250 2.0", "again 1 50"]
+    # two block-device reads per lookup of a listed key (nl.dir entry, bucket); the
+    # lookups of an issuer without a section read nothing
+    assert out == ["staged None", "read back True", "commit None True None",
+                   "present %d %d" % (n, n), "absent 0",
+                   "locked 250 2.0 2.0", "again 1 True 50"]
 
 
 POWER_CUT = r"""
@@ -638,8 +645,9 @@ base = %(img)r + ".base"
 
 def verify(tag, n):
     gc.collect()
-    mp = mount(FileBlockDevice(img, BS, NB))
-    t = nl.NegativeList(mp, CAP, sync_bytes=SYNC)
+    bd = FileBlockDevice(img, BS, NB)
+    mp = mount(bd)
+    t = nl.NegativeList(mp, CAP, sync_bytes=SYNC, bdev=bd)
     v = t.version
     if v == %(v_old)d:
         ok = all(t.lookup(k, 257, 20400) for k in keys(old)) and not any(
@@ -652,14 +660,14 @@ def verify(tag, n):
     ok = ok and not any(t.lookup(k, 257, 20400) for k in keys(gone))
     st = t.status()
     want = nkeys(old) if v == %(v_old)d else nkeys(new)
-    ok = ok and st["version"] == v and st["entries"] == want
-    print(tag, n, v, "ok" if ok else "MIX", t.error)
+    ok = ok and st["version"] == v and st["entries"] == want and st["direct_reads"]
+    print(tag, n, v, "ok" if ok else "MIX", t.error, t.direct_error)
     return t, mp
 
 # image with the old list installed
 bd = fresh(img)
 mp = mount(bd)
-t = nl.NegativeList(mp, CAP)
+t = nl.NegativeList(mp, CAP, bdev=bd)
 assert push_file(t, %(old_kind)d, %(v_old)d, 0, %(old_list)r) is None
 t.close()
 umount(mp)
@@ -671,7 +679,7 @@ while True:
     copy(base, img)
     cut = DeadAfterCut(FileBlockDevice(img, BS, NB), n)
     mp = mount(cut)
-    t = nl.NegativeList(mp, CAP, sync_bytes=SYNC)
+    t = nl.NegativeList(mp, CAP, sync_bytes=SYNC, bdev=cut)
     try:
         err = stage_file(t, %(new_kind)d, %(v_new)d, %(v_old)d, %(new_list)r)
     except Exception as e:  # PowerLost, or what closing files of the dead mount raised
@@ -710,7 +718,7 @@ while True:
     copy(base, img)
     cut = DeadAfterCut(FileBlockDevice(img, BS, NB), n)
     mp = mount(cut)
-    t = nl.NegativeList(mp, CAP, sync_bytes=SYNC)
+    t = nl.NegativeList(mp, CAP, sync_bytes=SYNC, bdev=cut)
     try:
         assert t.begin(%(new_kind)d, %(v_new)d, %(v_old)d, total) is None
         assert t.resume_offset() == total
@@ -740,7 +748,7 @@ def _power_cut_case(mpy, mpydir, tmp_path, old_list, new_list, old_keys, new_key
                        ("gk.bin", b"".join(gone_keys)), ("oo.bin", b"".join(only_old)),
                        ("on.bin", b"".join(only_new))):
         (tmp_path / name).write_bytes(blob)
-    out = run_mpy(mpy, POWER_CUT, mpydir=str(mpydir), blocks=24, cap=CAP,
+    out = run_mpy(mpy, POWER_CUT, heap="128k", mpydir=str(mpydir), blocks=24, cap=CAP,
                   img=str(tmp_path / "i.img"), old_list=str(tmp_path / "old.bin"),
                   new_list=str(tmp_path / "new.bin"), old_keys=str(tmp_path / "ok.bin"),
                   new_keys=str(tmp_path / "nk.bin"), gone_keys=str(tmp_path / "gk.bin"),
@@ -750,11 +758,11 @@ def _power_cut_case(mpy, mpydir, tmp_path, old_list, new_list, old_keys, new_key
     assert not bad, "\n".join(out)
     stage = [line.split() for line in out if line.startswith("stage ") and "writes" not in line]
     commit = [line.split() for line in out
-              if line.startswith("commit ") and len(line.split()) == 5]
+              if line.startswith("commit ") and len(line.split()) == 6]
     # every cut point was tried, and both outcomes occur at commit: old before the
     # rename, new after it
-    assert {v for _, _, v, _, _ in stage} == {"1"}
-    assert {v for _, _, v, _, _ in commit} == {"1", "2"}
+    assert {v for _, _, v, _, _, _ in stage} == {"1"}
+    assert {v for _, _, v, _, _, _ in commit} == {"1", "2"}
     n_commit = int([line for line in out if line.startswith("commit writes")][0].split()[-1])
     n_stage = int([line for line in out if line.startswith("stage writes")][0].split()[-1])
     assert len(commit) == n_commit + 1 and len(stage) == n_stage + 1
@@ -806,7 +814,7 @@ def test_unix_port_delta_chain_matches_cpython(mpy, mpydir, tmp_path, term):
     code = r"""
 bd = fresh(%(img)r)
 mp = mount(bd)
-t = nl.NegativeList(mp, CAP)
+t = nl.NegativeList(mp, CAP, bdev=bd)
 probes = readkeys(%(probe)r)
 for kind, v, path, day in %(files)r:
     err = push_file(t, kind, v, v - 1 if kind == 2 else 0, path)
@@ -817,9 +825,94 @@ for kind, v, path, day in %(files)r:
             if t.lookup(k, i, day):
                 m |= 1 << n
         bits.append(m)
-    print(err, t.version, bits)
+    print(err, t.version, t.status()["direct_reads"], bits)
 """
-    out = run_mpy(mpy, code, mpydir=str(mpydir), blocks=64, cap=CAP,
+    out = run_mpy(mpy, code, heap="128k", mpydir=str(mpydir), blocks=64, cap=CAP,
                   img=str(tmp_path / "i.img"), probe=str(tmp_path / "probe.bin"),
                   files=[f + (c[3],) for f, c in zip(files, chain)], issuers=issuers)
-    assert out == ["None %d %s" % (v, e) for v, e in zip(range(1, len(chain) + 1), expect)]
+    assert out == ["None %d True %s" % (v, e) for v, e in zip(range(1, len(chain) + 1), expect)]
+
+
+def test_ctz_geometry_matches_littlefs(mpy, mpydir, tmp_path):
+    # The offsets negative_list computes for LittleFS's skip-list blocks, against
+    # the unix port's LittleFS: raw block reads at the computed places give the
+    # bytes the file API reads, for a file written with syncs between appends.
+    code = r"""
+bd = fresh(%(img)r)
+mp = mount(bd)
+size = 300_000
+with open(mp + "/x", "wb") as f:
+    for i in range(size // 1000):
+        f.write(bytes((j * 7 + i) & 255 for j in range(1000)))
+        if i %% 5 == 0:
+            f.flush()
+nb = nl.ctz_locate(size - 1, BS)[0] + 1
+chain = array.array("H", bytes(2 * nb))
+print(nl.file_blocks(bd, "/x", chain) == nb, nl.file_blocks(bd, "/x", chain[:nb - 1]))
+one = bytearray(1)
+bad = 0
+with open(mp + "/x", "rb") as f:
+    for off in list(range(0, size, 997)) + [nl.ctz_start(n, BS) + d for n in range(1, nb)
+                                            for d in (-1, 0)]:
+        n, at = nl.ctz_locate(off, BS)
+        bd.readblocks(chain[n], one, at)
+        f.seek(off)
+        bad += f.read(1)[0] != one[0]
+print("bad", bad, nb)
+"""
+    out = run_mpy(mpy, "import array\n" + code, heap="256k", mpydir=str(mpydir), blocks=128,
+                  cap=CAP, img=str(tmp_path / "g.img"))
+    assert out == ["True -1", "bad 0 74"]
+
+
+def test_unix_port_direct_reads_every_bucket_kind(mpy, mpydir, tmp_path, term):
+    # Buckets of every placement: read in place, read through a window ending at the
+    # bucket, copied into nl.dir (straddling two blocks), longer than one read
+    # (150 entries), and too long to copy (900 entries: read through the file).
+    keys = keyset(20_000, 70)
+    q = nl.bucket_bits(20_000)
+    crowd = [nl.join_key(5, a, 7, 9, q) for a in range(100, 400, 2)]
+    crowd += [nl.join_key(9, a, 1, 2, q) for a in range(0, 3600, 4)]
+    near = [nl.join_key(5, a, 7, 9, q) for a in range(101, 400, 2)]
+    near += [nl.join_key(9, a, 1, 2, q) for a in range(1, 3600, 4)]
+    data = full_bytes({257: [(k, 0) for k in keys + crowd], 300: [(k, 0) for k in keys[:500]]},
+                      1)
+    (tmp_path / "l.bin").write_bytes(data)
+    (tmp_path / "p.bin").write_bytes(b"".join(keys + crowd))
+    (tmp_path / "r.bin").write_bytes(b"".join(k for k in keys
+                                              if nl.split_key(k, q)[0] not in (5, 9)))
+    (tmp_path / "c.bin").write_bytes(b"".join(crowd[:150]))
+    (tmp_path / "a.bin").write_bytes(b"".join(near + keyset(3000, 71)))
+    t = term()
+    assert push(t, nl.KIND_FULL, 1, 0, data) is None
+    code = r"""
+bd = fresh(%(img)r)
+mp = mount(bd)
+t = nl.NegativeList(mp, CAP, bdev=bd)
+print(push_file(t, nl.KIND_FULL, 1, 0, %(lst)r), t.status()["direct_reads"], t.direct_error)
+print("placed", t.placed)
+print("present", sum(1 for k in keys(%(p)r) if t.lookup(k, 257, 20400)), nkeys(%(p)r))
+for path in (%(r)r, %(c)r):
+    reads = bd.reads
+    for k in keys(path):
+        t.lookup(k, 257, 20400)
+    print("reads", (bd.reads - reads) / nkeys(path))
+print("absent", sum(1 for k in keys(%(a)r) if t.lookup(k, 257, 20400)))
+print("other issuer", sum(1 for k in keys(%(p)r) if t.lookup(k, 300, 20400)))
+"""
+    out = run_mpy(mpy, code, heap="128k", mpydir=str(mpydir), blocks=96, cap=CAP,
+                  img=str(tmp_path / "i.img"), lst=str(tmp_path / "l.bin"),
+                  p=str(tmp_path / "p.bin"), a=str(tmp_path / "a.bin"),
+                  r=str(tmp_path / "r.bin"), c=str(tmp_path / "c.bin"))
+    assert out[0] == "None True None"
+    windowed, copied, long, via_file = eval(out[1].split(" ", 1)[1])
+    assert windowed > 0 and copied > 0 and long == 1 and via_file == 1
+    n = len(keys) + len(crowd)
+    assert out[2] == "present %d %d" % (n, n)
+    # two block-device reads for every key in a bucket of <= 64; in the bucket of
+    # 150 (and the random keys that fall in it), the entry and then 64-record reads
+    # up to the one holding the key: 2 to 4
+    assert out[3] == "reads 2.0"
+    assert 2.5 < float(out[4].split()[1]) < 3.0
+    assert out[5:] == ["absent 0", "other issuer %d" % sum(t.lookup(k, 300, DAY)
+                                                          for k in keys + crowd)]

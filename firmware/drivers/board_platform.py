@@ -13,6 +13,8 @@ class BoardPlatform:
         self.board = board
         self.root = ""
         self.formatted = False
+        # The block device under "/", for reads that bypass LittleFS (negative list)
+        self.bdev = board.open_flash() if hasattr(board, "open_flash") else None
         # Frames are binary: a 0x03 byte must not raise KeyboardInterrupt.
         micropython.kbd_intr(-1)
         from drivers.stdio_port import StdioPort

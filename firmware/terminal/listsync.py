@@ -99,4 +99,7 @@ class ListSync:
                 staged["total"])))
         if st["error"]:
             out.append(("list_error", st["error"]))
+        if st["entries"]:  # lookups read flash blocks directly, or through the file (why)
+            out.append(("list_direct_reads", "yes" if st["direct_reads"] else
+                        "no (%s)" % (st["direct_error"] or "no block device")))
         return out

@@ -13,6 +13,15 @@ the 8-byte keyed token hash pick a bucket (about 32 entries each); a directory
 of 2**q + 1 u32 (the first entry of each bucket) sits on flash, and every
 record holds only the next 36 bits of the hash plus a 12-bit expiry: 6 bytes.
 A lookup reads 8 bytes of directory and one bucket, whatever the list size.
+
+Given the flash's block device (`bdev=`), a lookup does not go through the
+LittleFS file at all: reading an offset of a large LittleFS file walks its CTZ
+skip-list (about log2 of its blocks in extra reads). At install the terminal
+finds the file's blocks once and writes a physical directory (nl.dir: block,
+offset and count of every bucket; a bucket that straddles two blocks is copied
+whole into nl.dir), so a lookup is two block-device reads: the entry, then the
+bucket. Without bdev (CPython) lookups read the file.
+
 The same module builds and parses the format on the host (CPython imports it
 as `terminal.negative_list`). docs/negative_list.md has the layout, the flash
 budget per board and why a power cut leaves the old list or the new one.
@@ -55,6 +64,14 @@ _STAGE = "/nl.stg"  # transfer in progress: the host's bytes as they arrive
 _META = "/nl.stm"  # what is staged: kind, version, base version, length
 _NEW = "/nl.new"  # delta merge output, renamed over _ACTIVE at commit
 _DTMP = "/nl.dtm"  # directories of the merge, appended to _NEW
+_PDIR = "/nl.dir"  # physical directory of the installed list (derived, rebuilt if stale)
+_PTMP = "/nl.dtp"  # ... while it is written
+_PD_LEN = const(6)  # entry: block u16 (bit 15: block of nl.dir), offset u16, count | skip << 10
+_PD_TRL = "<4sIII"  # magic, nl.bin size, nl.bin trailer CRC, CRC of the 12 bytes before
+_PD_MAGIC = b"NLpd"
+_SPILLED = const(0x8000)
+_VIA_FILE = const(0xFFFF)  # bucket too long to copy: read it through the file
+_PTR_MAX = const(64)  # CTZ pointer bytes at the start of a block, at most
 
 _NEWEST = const(4095)  # keep-rank of an entry without expiry
 _RBUF_RECS = const(64)
@@ -422,6 +439,31 @@ def _before(bk, a, b, c, x0, x1, x2, x3):
     return c < x3
 
 
+def _search(buf, lo, hi, a, b, c):
+    # Binary search of records [lo, hi) in buf: the expiry code of the record
+    # (a, b, c), or -1 - (where it would be).
+    L = lo
+    R = hi - 1
+    while L <= R:
+        m = (L + R) >> 1
+        p = m * REC_LEN
+        y = a
+        x = (buf[p] << 4) | (buf[p + 1] >> 4)
+        if x == y:
+            y = b
+            x = ((buf[p + 1] & 15) << 8) | buf[p + 2]
+            if x == y:
+                y = c
+                x = (buf[p + 3] << 4) | (buf[p + 4] >> 4)
+                if x == y:
+                    return ((buf[p + 4] & 15) << 8) | buf[p + 5]
+        if x < y:
+            L = m + 1
+        else:
+            R = m - 1
+    return -1 - L
+
+
 def _remove(path):
     try:
         os.remove(path)
@@ -436,6 +478,101 @@ def _size(path):
         return -1
 
 
+# -- LittleFS file geometry (littlefs SPEC.md, "CTZ skip-lists") ------------------
+# Block n > 0 of a file starts with ctz(n) + 1 four-byte pointers to earlier
+# blocks (the first to block n - 1); the data follows. tests/test_negative_list.py
+# checks these formulas against the unix port's LittleFS.
+
+
+def ctz_ptrs(n):
+    """Bytes of skip pointers at the start of block n of a LittleFS file."""
+    if n == 0:
+        return 0
+    c = 4
+    while not n & 1:
+        c += 4
+        n >>= 1
+    return c
+
+
+def ctz_start(n, bs):
+    """File offset of the first data byte of block n (bs: the block size)."""
+    if n == 0:
+        return 0
+    m = n - 1
+    ones = 0
+    while m:
+        ones += m & 1
+        m >>= 1
+    return n * bs - 8 * (n - 1) + 4 * ones
+
+
+def ctz_locate(off, bs):
+    """(block index, offset in that block) of file offset off."""
+    n = off // bs
+    while ctz_start(n + 1, bs) <= off:
+        n += 1
+    return n, off - ctz_start(n, bs) + ctz_ptrs(n)
+
+
+class _Tap:
+    """Read-only view of a block device that remembers the last block read."""
+
+    def __init__(self, bd):
+        self.bd = bd
+        self.last = -1
+
+    def readblocks(self, n, buf, off=0):
+        self.bd.readblocks(n, buf, off)
+        self.last = n
+
+    def writeblocks(self, n, buf, off=0):
+        raise OSError(30)  # EROFS
+
+    def ioctl(self, op, arg):
+        if op == 6:
+            raise OSError(30)
+        return self.bd.ioctl(op, arg)
+
+
+def file_blocks(bd, name, arr):
+    """Physical blocks of the LittleFS file `name` (path inside the filesystem on
+    bd) into arr[0..n); returns n, or -1 if arr is too short or the file is not
+    stored in blocks of its own (an inline file of a few bytes). A second,
+    read-only view of the filesystem reads the file's last byte, which costs one
+    read of its last block and tells which it is; the skip pointers lead back."""
+    import vfs
+
+    tap = _Tap(bd)
+    fs = vfs.VfsLfs2(tap)
+    size = fs.stat(name)[6]
+    bs = bd.ioctl(5, 0)
+    if size < 8:
+        return -1
+    last, _ = ctz_locate(size - 1, bs)
+    if last >= len(arr):
+        return -1
+    first = bytearray(8)
+    with fs.open(name, "rb") as f:
+        f.readinto(first)
+        f.seek(size - 1)
+        tap.last = -1
+        end = f.read(1)
+    arr[last] = tap.last
+    ptr = bytearray(8)
+    for n in range(last, 0, -1):
+        bd.readblocks(arr[n], ptr, 0)
+        arr[n - 1] = ptr[0] | (ptr[1] << 8) | (ptr[2] << 16) | (ptr[3] << 24)
+    bd.readblocks(arr[0], ptr, 0)  # the file's first bytes, read the raw way
+    if ptr != first:
+        return -1
+    _, at = ctz_locate(size - 1, bs)
+    bd.readblocks(arr[last], memoryview(ptr)[:1], at)
+    if ptr[0] != end[0]:
+        return -1
+    return last + 1
+
+
 # Section table: one row of _ST u32 per issuer section, in issuer order.
 _S_ISS = const(0)
 _S_Q = const(1)
@@ -447,7 +584,8 @@ _S_KEEP = const(6)  # keep-rank while over quota (0: every entry counts)
 _S_CUT0 = const(7)  # first key kept at that rank: bucket << 12 | a
 _S_CUT1 = const(8)  # ... b << 12 | c
 _S_LQ = const(9)  # quota the centre put in the list
-_ST = const(10)
+_S_PDB = const(10)  # index of the section's first entry in nl.dir
+_ST = const(11)
 # Staged transfer: kind, version, base version, total length, bytes stored, bytes synced.
 _G_KIND = const(0)
 _G_VER = const(1)
@@ -465,11 +603,14 @@ class NegativeList:
     sections (issuers) the RAM table holds; key_id: the token-hash key id the
     terminal uses (a list keyed otherwise is refused; None accepts any);
     sync_bytes: staged bytes between flash syncs, what a power cut may cost a
-    transfer (each sync is a LittleFS metadata commit).
+    transfer (each sync is a LittleFS metadata commit); bdev: the block device
+    of the LittleFS mounted at root, for lookups that read it directly (two
+    reads whatever the size); None reads the file.
     Update calls return None or an error message and never raise for bad input.
     """
 
-    def __init__(self, root, capacity, max_issuers=32, key_id=None, sync_bytes=16384):
+    def __init__(self, root, capacity, max_issuers=32, key_id=None, sync_bytes=16384,
+                 bdev=None):
         self._root = root.rstrip("/")
         self._sync = sync_bytes
         self.capacity = capacity
@@ -483,7 +624,26 @@ class NegativeList:
         self._v16 = mv[: 16 * REC_LEN]
         self._v32 = mv[: 32 * REC_LEN]
         self._dbuf = bytearray(8)  # two directory entries
-        self._work = bytearray(_WORK)  # commit: writer, delta reader, directory reader
+        self._work = None  # commit only: writer, delta reader, directory reader
+        self._bd = bdev
+        self._direct = False
+        self.direct_error = None
+        self._nbk = self._size = self._tcrc = 0
+        self.placed = None  # after nl.dir is built: buckets windowed, copied, long, via file
+        if bdev is not None and bdev.ioctl(4, 0) > 0x7FFF:
+            self.direct_error = "flash has more blocks than nl.dir entries address"
+            bdev = self._bd = None
+        if bdev is not None:
+            bs = bdev.ioctl(5, 0)
+            self._bs = bs
+            self._per = (bs - _PTR_MAX) // _PD_LEN  # nl.dir entries per block
+            # nl.dir blocks a list within capacity needs: its entries, and copies of
+            # the buckets that straddle blocks of nl.bin (one per block at most)
+            self._maxbk = 4 << bucket_bits(capacity)
+            nbin = (capacity * REC_LEN + 4 * self._maxbk) // (bs - _PTR_MAX) + 2
+            npd = (self._maxbk + self._per - 1) // self._per + nbin // ((bs - _PTR_MAX) // 384)
+            self._pd = array("H", bytes(2 * (npd + 2)))
+            self._ebuf = bytearray(_PD_LEN)
         self._stage = array("I", bytes(24))
         self._sf = None  # staged file, open for appending while a transfer runs
         self._rf = None  # ... and for reading back (MAC check)
@@ -504,8 +664,7 @@ class NegativeList:
     def lookup(self, key, issuer, today):
         """True if the 8-byte token hash is listed for this issuer and not expired
         on `today` (days since 1970; 0 = date unknown: expiry ignored)."""
-        f = self._f
-        if f is None:
+        if self._f is None:
             return False
         t = self._t
         lo = 0
@@ -527,6 +686,57 @@ class NegativeList:
         a = _bits(key, 0, q, 12)
         b = _bits(key, 0, q + 12, 12)
         c = _bits(key, 0, q + 24, 12)
+        if self._direct:
+            e = self._direct_find(t[row + _S_PDB] + bk, a, b, c)
+        else:
+            e = _VIA_FILE
+        if e == _VIA_FILE:
+            e = self._file_find(row, bk, a, b, c)
+        if e < 0:
+            return False
+        return self._live(row, e, bk, a, b, c, today)
+
+    def _direct_find(self, k, a, b, c):
+        # Entry k of nl.dir, then the bucket it points at: two block-device reads.
+        pd = self._pd
+        per = self._per
+        blk = k // per
+        d = self._ebuf
+        self._bd.readblocks(pd[blk], d, ctz_ptrs(blk) + (k - blk * per) * _PD_LEN)
+        self.page_reads += 1
+        info = d[4] | (d[5] << 8)
+        if info == _VIA_FILE:
+            return _VIA_FILE
+        n = info & 0x3FF
+        if not n:
+            return -1
+        skip = info >> 10
+        phys = d[0] | (d[1] << 8)
+        if phys & _SPILLED:
+            phys = pd[phys & 0x7FFF]
+        off = d[2] | (d[3] << 8)
+        buf = self._rbuf
+        n += skip
+        while True:  # a window of 16, 32 or 64 records; a long bucket takes more
+            if n <= 16:
+                v = self._v16
+            elif n <= 32:
+                v = self._v32
+            else:
+                v = buf
+            self._bd.readblocks(phys, v, off)
+            self.page_reads += 1
+            m = n if n < _RBUF_RECS else _RBUF_RECS
+            e = _search(buf, skip, m, a, b, c)
+            if e >= 0 or e > -1 - m or n <= _RBUF_RECS:
+                return e
+            n -= _RBUF_RECS
+            off += _RBUF_RECS * REC_LEN
+
+    def _file_find(self, row, bk, a, b, c):
+        # Through the LittleFS file: 8 bytes of directory, then the bucket.
+        t = self._t
+        f = self._f
         d = self._dbuf
         f.seek(t[row + _S_DIR] + (bk << 2))
         f.readinto(d)
@@ -547,30 +757,11 @@ class NegativeList:
             f.seek(t[row + _S_REC] + lo * REC_LEN)
             f.readinto(v)
             self.page_reads += 1
-            L = 0
-            R = n - 1
-            while L <= R:  # binary search in the bucket
-                m = (L + R) >> 1
-                p = m * REC_LEN
-                y = a
-                x = (buf[p] << 4) | (buf[p + 1] >> 4)
-                if x == y:
-                    y = b
-                    x = ((buf[p + 1] & 15) << 8) | buf[p + 2]
-                    if x == y:
-                        y = c
-                        x = (buf[p + 3] << 4) | (buf[p + 4] >> 4)
-                        if x == y:
-                            return self._live(row, ((buf[p + 4] & 15) << 8) | buf[p + 5],
-                                              bk, a, b, c, today)
-                if x < y:
-                    L = m + 1
-                else:
-                    R = m - 1
-            if L < n:
-                return False
+            e = _search(buf, 0, n, a, b, c)
+            if e >= 0 or e > -1 - n:
+                return e
             lo += n  # bucket longer than the buffer: next part
-        return False
+        return -1
 
     def _live(self, row, e, bk, a, b, c, today):
         if e and today and e < today - self.base_day + 1:
@@ -651,6 +842,8 @@ class NegativeList:
             return None
         self.abort()
         need = total_len + _FLASH_MARGIN
+        if self._bd is not None:  # the new list's nl.dir, about a tenth of it
+            need += total_len // 8
         if kind == KIND_DELTA:  # the merge writes a second copy of the list
             need += max(0, _size(self._path(_ACTIVE))) + total_len
         free = self._free()
@@ -727,6 +920,7 @@ class NegativeList:
         self._close_stage()
         err = self._check_versions(g[_G_KIND], g[_G_VER], g[_G_BASE])
         if not err:
+            self._work = bytearray(_WORK)
             try:
                 if g[_G_KIND] == KIND_FULL:
                     err = self._commit_full()
@@ -734,6 +928,7 @@ class NegativeList:
                     err = self._commit_delta()
             except OSError as e:
                 err = "flash error during commit: %s" % e
+            self._work = None
         _remove(self._path(_NEW))
         _remove(self._path(_DTMP))
         self.abort()
@@ -761,6 +956,8 @@ class NegativeList:
                 "kind": _KINDS[g[_G_KIND]], "version": g[_G_VER], "base_version": g[_G_BASE],
                 "received": g[_G_HAVE], "total": g[_G_TOTAL]},
             "error": self.error,
+            "direct_reads": self._direct,
+            "direct_error": self.direct_error,
         }
 
     def close(self):
@@ -837,6 +1034,7 @@ class NegativeList:
         # (begin() with the same arguments), unless its commit had begun.
         _remove(self._path(_NEW))
         _remove(self._path(_DTMP))
+        _remove(self._path(_PTMP))
         try:
             with open(self._path(_META), "rb") as mf:
                 m = mf.read()
@@ -876,6 +1074,165 @@ class NegativeList:
             self.error = err
             return
         self._f = f
+        self._attach()
+
+    # -- direct reads: the physical directory -----------------------------------------
+
+    def _attach(self):
+        """Point lookups at the flash blocks themselves (see the module doc); on any
+        trouble lookups read the file, and status says why."""
+        if self._bd is None:
+            return
+        self._direct = False
+        self.direct_error = None
+        if not self._n:
+            return
+        try:
+            if not self._pdir_current():
+                err = self._build_pdir()
+                if err:
+                    self.direct_error = err
+                    return
+            if file_blocks(self._bd, _PDIR, self._pd) < 0:
+                self.direct_error = "nl.dir has more blocks than the table holds"
+                return
+            self._direct = True
+        except (OSError, ValueError, OverflowError) as e:
+            self.direct_error = "direct reads off: %s" % e
+
+    def _pdir_current(self):
+        try:
+            with open(self._path(_PDIR), "rb") as f:
+                f.seek(_size(self._path(_PDIR)) - 16)
+                tr = f.read(16)
+        except (OSError, ValueError):
+            return False
+        if len(tr) != 16:
+            return False
+        magic, size, tcrc, crc = struct.unpack(_PD_TRL, tr)
+        return (magic == _PD_MAGIC and size == self._size and tcrc == self._tcrc
+                and crc == crc32(tr[:12]))
+
+    def _buckets(self, buf):
+        # (file offset of its first record, records) of every bucket, in nl.dir order
+        t = self._t
+        f = self._f
+        for s in range(self._n):
+            row = s * _ST
+            rec = t[row + _S_REC]
+            pos = t[row + _S_DIR]
+            left = (1 << t[row + _S_Q]) + 1
+            prev = -1
+            while left:
+                f.seek(pos)
+                n = min(f.readinto(buf) >> 2, left)
+                if n <= 0:
+                    raise ValueError("list directory truncated")
+                pos += 4 * n
+                left -= n
+                for i in range(n):
+                    x = _u32(buf, 4 * i)
+                    if prev >= 0:
+                        yield rec + prev * REC_LEN, x - prev
+                    prev = x
+
+    def _place(self, chain, off, cnt, cur):
+        # Where lookups read a bucket: (block, offset, info, spilled). A bucket whose
+        # read window would cross the end of its block is copied into nl.dir at the
+        # spill cursor cur = [block, offset] (logical blocks of nl.dir).
+        if not cnt:
+            return 0, 0, 0, False
+        bs = self._bs
+        n, at = ctz_locate(off, bs)
+        if cnt <= _RBUF_RECS:
+            span = (16 if cnt <= 16 else 32 if cnt <= 32 else 64) * REC_LEN
+            if at + span <= bs:
+                return chain[n], at, cnt, False
+            end = at + cnt * REC_LEN
+            if end <= bs and end - span >= ctz_ptrs(n):  # window ending at the bucket's end
+                skip = (span - cnt * REC_LEN) // REC_LEN
+                return chain[n], end - span, cnt | (skip << 10), False
+            if cur[1] + span > bs:
+                cur[0] += 1
+                cur[1] = ctz_ptrs(cur[0])
+            where = cur[0], cur[1]
+            cur[1] += span
+            return _SPILLED | where[0], where[1], cnt, True
+        span = ((cnt + _RBUF_RECS - 1) // _RBUF_RECS) * _RBUF_RECS * REC_LEN
+        if cnt <= 0x3FF and at + span <= bs:
+            return chain[n], at, cnt, False
+        return 0, 0, _VIA_FILE, False
+
+    def _build_pdir(self):
+        """Write nl.dir for the installed list: an entry per bucket, then copies of
+        the buckets that straddle blocks, then a trailer naming the list."""
+        bs = self._bs
+        per = self._per
+        if self._nbk > self._maxbk:
+            return "%d buckets: more than direct reads are sized for (%d)" % (
+                self._nbk, self._maxbk)
+        nent = (self._nbk + per - 1) // per  # nl.dir blocks of entries
+        nbin = ctz_locate(self._size - 1, bs)[0] + 1
+        chain = array("H", bytes(2 * nbin))
+        if file_blocks(self._bd, _ACTIVE, chain) != nbin:
+            return "list file too small for direct reads"
+        _remove(self._path(_PDIR))
+        tmp = self._path(_PTMP)
+        buf = bytearray(256)
+        ent = bytearray(_PD_LEN)
+        zero = bytes(_PTR_MAX + 16)
+        kinds = self.placed = [0, 0, 0, 0]  # windowed, copied, long (> 64), via the file
+        with open(tmp, "wb") as f:
+            pos = 0
+            for spill in (False, True):
+                cur = [nent, ctz_ptrs(nent)]
+                k = 0
+                for off, cnt in self._buckets(buf):
+                    phys, at, info, moved = self._place(chain, off, cnt, cur)
+                    if not spill:
+                        if info == _VIA_FILE:
+                            kinds[3] += 1
+                        elif moved:
+                            kinds[1] += 1
+                        elif info >> 10:
+                            kinds[0] += 1
+                        elif cnt > _RBUF_RECS:
+                            kinds[2] += 1
+                        blk = k // per
+                        to = ctz_start(blk, bs) + (k - blk * per) * _PD_LEN
+                    elif moved:
+                        to = ctz_start(phys & 0x7FFF, bs) + at - ctz_ptrs(phys & 0x7FFF)
+                    else:
+                        k += 1
+                        continue
+                    while pos < to:
+                        n = min(to - pos, len(zero))
+                        f.write(zero[:n])
+                        pos += n
+                    if not spill:
+                        struct.pack_into("<HHH", ent, 0, phys, at, info)
+                        f.write(ent)
+                        pos += _PD_LEN
+                    else:  # copy the bucket's records
+                        self._f.seek(off)
+                        n = self._f.readinto(memoryview(self._rbuf)[: cnt * REC_LEN])
+                        f.write(memoryview(self._rbuf)[:n])
+                        pos += n
+                    k += 1
+                if not spill:
+                    to = ctz_start(nent, bs)
+                    while pos < to:
+                        n = min(to - pos, len(zero))
+                        f.write(zero[:n])
+                        pos += n
+            tr = struct.pack(_PD_TRL, _PD_MAGIC, self._size, self._tcrc, 0)[:12]
+            f.write(tr + struct.pack("<I", crc32(tr)))
+        if cur[0] + 1 > len(self._pd):
+            _remove(tmp)
+            return "nl.dir would need %d blocks, the table holds %d" % (
+                cur[0] + 1, len(self._pd))
+        os.rename(tmp, self._path(_PDIR))
+        return None
 
     def _load_from(self, f, size):
         f.seek(size - TRAILER_LEN)
@@ -895,9 +1252,12 @@ class NegativeList:
             return "list file damaged (extras CRC)"
         t = self._t
         total = 0
+        pdb = 0
         for s in range(body.n):
             ovf, keep, c0, c1, c2, c3, _ = struct.unpack_from(_EXT, ext, EXTRA_LEN * s)
             row = s * _ST
+            t[row + _S_PDB] = pdb
+            pdb += 1 << body.q[s]
             t[row + _S_ISS] = body.issuer[s]
             t[row + _S_Q] = body.q[s]
             t[row + _S_CNT] = body.count[s]
@@ -910,6 +1270,9 @@ class NegativeList:
             t[row + _S_LQ] = body.aux[s]
             total += body.count[s] - ovf
         self._n = body.n
+        self._nbk = pdb
+        self._size = size
+        self._tcrc = tcrc
         self.version = body.version
         self.base_day = body.base_day
         self.key_id = body.key_id

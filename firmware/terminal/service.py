@@ -24,7 +24,8 @@ ISSUERS_FILE = "issuers.bin"
 
 
 class TerminalService:
-    def __init__(self, board, root, port, platform="board", card_source=None, table=None):
+    def __init__(self, board, root, port, platform="board", card_source=None, table=None,
+                 bdev=None):
         from terminal.link import HostLink
 
         self.board = board
@@ -32,6 +33,7 @@ class TerminalService:
         self.platform = platform
         self.card_source = card_source
         self._table = table  # the counter table, if the caller allocated it first
+        self._bdev = bdev  # the flash under root: negative-list lookups read it directly
         self.link = HostLink(port, board.MAX_FRAME)
         self.clock = Clock()
         self.params = Params()
@@ -87,7 +89,8 @@ class TerminalService:
         self.journal = Journal(store.path(root, "journal"), board.JOURNAL_CAPACITY,
                                self.terminal_id, self.params.get("journal_near_full_pct"))
         self.negative_list = NegativeList(root, board.LIST_CAPACITY, board.ISSUER_CAPACITY,
-                                          key_id=self.keystore.list_key_id or None)
+                                          key_id=self.keystore.list_key_id or None,
+                                          bdev=self._bdev)
         self.sync_online_only()
         self.engine = Engine(self.params, self.issuers, self.keystore.issuer_keys,
                              board.COUNTER_CAPACITY, table=self._table)
