@@ -114,6 +114,45 @@ def test_link_resyncs_after_junk_and_a_length_lie(emulated_board):
         assert t.status()["link_corrupt_frames"] == "1"
 
 
+def test_pico_board_reboots_onto_its_counter_snapshot_under_its_heap_cap(emulated_board):
+    """After a clean stop the Pico's board file boots again under its HEAP_SIZE with
+    the counter snapshot (18 KB at 512 cards) read back, and sells: the snapshot is
+    read into the table itself, late in boot, with no second copy in the heap.
+    (A first boot and a day's work per board: tests/test_board_memory.py.)"""
+    from host_tools.emulator import board_heap
+    from host_tools.pos import run_sale
+    from host_tools.provision import push_keys
+    from host_tools.wallet import issue_card
+
+    emu = emulated_board(board="pico_pn532")
+    assert emu.heap == board_heap("pico_pn532") == 192 * 1024
+    with TerminalLink.open(emu.port, timeout=10) as t:
+        push_keys(t, t.keyring)
+        t.set_time(1_795_000_000)
+        t.set_params({"new_card_online": 0, "random_target_pct": 0,
+                      "random_max_target_pct": 0})
+        image = issue_card("4980000000000001", 1, "credit", t.keyring)
+        outcomes = []
+        for _ in range(5):
+            r = run_sale(t, 500, image)
+            outcomes.append(r.outcome)
+            image = r.card_image
+        # three offline in a row, then the lower consecutive limit sends it online
+        assert outcomes == ["APPROVED_OFFLINE"] * 3 + ["DECLINED_OFFLINE"] * 2
+        assert int(t.status()["journal_pending"]) == 5
+    emu.stop()  # clean: the counter table is saved to flash
+    emu.start()
+    with TerminalLink.open(emu.port, timeout=10) as t:
+        t.set_time(1_795_000_100)
+        r = run_sale(t, 500, image)
+        st = t.status()
+    assert r.outcome == "DECLINED_OFFLINE" and "lower_consecutive" in r.reasons
+    assert st["board"] == "pico_pn532" and int(st["journal_pending"]) == 6
+    # the saved table came back whole (18 KB at 512 cards): nothing left to replay
+    assert st["counters"] == "1/512 cards" and st["counters_replayed_at_boot"] == "0"
+    assert int(st["heap_used"]) + int(st["heap_free"]) <= emu.heap
+
+
 def test_heap_cap_too_small_fails_with_a_clear_error(tmp_path, keyring_path):
     from host_tools.emulator import Emulator
 

@@ -134,3 +134,16 @@ print(u.from_bytes(t.to_bytes()), u.to_bytes() == t.to_bytes())
 @pytest.mark.parametrize("name", I.NAMES)
 def test_field_index_by_name(name):
     assert I.NAMES[I.field_of(name)] == name
+
+
+def test_first_fields_are_the_global_params_with_their_ranges():
+    """Issuer fields 0..5 are the global parameters of the same index and name, and
+    an override is held to the global parameter's range."""
+    for f in range(I.I_DEFAULT_MASK):
+        name, _default, lo, hi = P.TABLE[f]
+        assert I.NAMES[f] == name
+        t = I.IssuerTable(1)
+        assert t.update(1, {name: lo}) is None and t.update(1, {name: hi}) is None
+        assert "out of range %d..%d" % (lo, hi) in t.update(1, {name: hi + 1})
+        below = lo - 1 if lo - 1 != I.INHERIT else lo - 2  # -1 means "inherit again"
+        assert "out of range" in t.update(1, {name: below})

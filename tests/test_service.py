@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from fakes import Board, MemoryPort
 from host_tools.link import parse_kv, request, signed_request
-from terminal import frame, protocol
+from terminal import frame, protocol, tap
+from terminal.params import P_FLOOR_LIMIT, Params
 from terminal.service import KEY_FILE, TerminalService
 
 KEY = bytes(range(32))
@@ -41,6 +42,11 @@ def signed(cmd, counter, args, req=7, auth=AUTH):
     return signed_request(auth, cmd, req, counter, args)
 
 
+def params_bytes(svc):
+    """The parameters in force as params.bin holds them (version and values)."""
+    return Params(svc.params.values, svc.params.version).to_bytes()
+
+
 def snapshot(svc, root):
     files = {}
     for dirpath, _dirs, names in os.walk(root):
@@ -48,7 +54,7 @@ def snapshot(svc, root):
             path = os.path.join(dirpath, name)
             with open(path, "rb") as f:
                 files[os.path.relpath(path, root)] = f.read()
-    return svc.params.to_bytes(), svc.counter, svc.clock.is_set(), files
+    return params_bytes(svc), svc.counter, svc.clock.is_set(), files
 
 
 def test_status_reports_identity_and_versions(tmp_path):
@@ -66,8 +72,10 @@ def test_params_set_applies_and_persists(tmp_path):
     svc, port = make_service(tmp_path)
     status, body = roundtrip(svc, port, signed(protocol.CMD_PARAMS_SET, 1, b"floor_limit=9000"))
     assert (status, body) == (protocol.OK, "version=1")
+    assert svc.params.values[P_FLOOR_LIMIT] == 9000  # in place: the engine's array
+    assert svc.engine.params.values[P_FLOOR_LIMIT] == 9000
     again, _ = make_service(tmp_path)
-    assert again.params.get("floor_limit") == 9000
+    assert again.params.values[P_FLOOR_LIMIT] == 9000
     assert again.counter == 1
 
 
@@ -80,11 +88,11 @@ def test_params_set_applies_and_persists(tmp_path):
 ])
 def test_bad_params_change_nothing(tmp_path, text, message):
     svc, port = make_service(tmp_path)
-    before = svc.params.to_bytes()
+    before = params_bytes(svc)
     status, body = roundtrip(svc, port, signed(protocol.CMD_PARAMS_SET, 5, text))
     assert status == protocol.ERR_INVALID
     assert message in body
-    assert svc.params.to_bytes() == before
+    assert params_bytes(svc) == before
     assert not (tmp_path / "params.bin").exists()
 
 
@@ -207,6 +215,12 @@ def test_fuzz_bad_input_changes_nothing_and_link_resyncs(tmp_path_factory, data)
     assert status == protocol.OK and "terminal_id=11223344" in body
 
 
+def test_private_param_index_matches_params():
+    from terminal import params, service
+
+    assert service._P_JOURNAL_NEAR_FULL_PCT == params.P_JOURNAL_NEAR_FULL_PCT
+
+
 def test_every_parameter_has_a_meaning_for_the_host():
     from host_tools.paramdoc import MEANING
     from terminal.params import TABLE
@@ -232,3 +246,122 @@ def test_near_full_threshold_reaches_the_journal_without_a_reboot(tmp_path):
                                             b"journal_near_full_pct=50"))
     assert status == protocol.OK
     assert svc.journal.near_full_pct == 50
+
+
+# -- only the tap path stays in RAM (unix port) -------------------------------------
+
+ON_DEMAND_RUN = r"""
+import sys, gc, vfs
+from drivers.filebdev import FileBlockDevice
+
+bd = FileBlockDevice(%(img)r, 4096, 256)
+vfs.VfsLfs2.mkfs(bd)
+vfs.mount(vfs.VfsLfs2(bd), "/flash")
+with open("/flash/terminal.key", "wb") as f:
+    f.write(%(key)r)
+
+class Board:
+    NAME = "test"
+    MAX_FRAME = 1024
+    LIST_CAPACITY = 1000
+    COUNTER_CAPACITY = 64
+    JOURNAL_CAPACITY = 100
+    ISSUER_CAPACITY = 8
+    ISSUER_KEY_CAPACITY = 4
+
+class Port:
+    def __init__(self):
+        self.inbox = bytearray()
+        self.out = bytearray()
+    def wait(self, ms):
+        return bool(self.inbox)
+    def readinto(self, mv):
+        n = min(len(mv), len(self.inbox))
+        mv[:n] = self.inbox[:n]
+        self.inbox = self.inbox[n:]
+        return n
+    def write(self, mv):
+        self.out.extend(mv)
+
+from terminal.service import ON_DEMAND, TerminalService
+
+def resident():
+    return ",".join(n for n in ON_DEMAND if "terminal." + n in sys.modules) or "-"
+
+def heap():
+    gc.collect()
+    return gc.mem_alloc()
+
+port = Port()
+svc = TerminalService(Board, "/flash", port, "unix")
+print("boot", 0, 0, resident(), heap())
+for name, wire in %(frames)r:
+    port.inbox.extend(wire)
+    port.out = bytearray()
+    for _ in range(4):
+        svc.step(0)
+    # reply frame: A5 5A len(2) hchk | cmd req(2) status | body
+    print(name, port.out[8], port.out[9] if len(port.out) > 13 else 0, resident(), heap())
+before = heap()
+for n in ON_DEMAND:
+    __import__("terminal." + n)
+print("imported", 0, 0, resident(), heap() - before)
+"""
+
+
+def on_demand_frames():
+    import struct
+
+    from terminal import card, keystore, sale
+
+    issuer_key, list_key = b"K" * 16, b"L" * 16
+    rec = card.CardRecord()
+    rec.set_token(b"4980000000000001")
+    rec.issuer_id, rec.product, rec.key_version, rec.expiry_day = 1, card.PRODUCT_CREDIT, 1, 30000
+    rec.status = card.CARD_OK
+    keys = card.IssuerKeys(1)
+    keys.add(1, 1, issuer_key)
+    assert card.seal(rec, keys)
+    image = bytearray(card.RECORD_LEN)
+    card.encode_into(rec, image)
+    keys_args = (struct.pack("<H", 1) + keystore.wrap(AUTH, 1, 0, list_key) + b"\x01"
+                 + struct.pack("<HB", 1, 1) + keystore.wrap(AUTH, 1, 1, issuer_key))
+    sale_args = struct.pack("<IIB", 500, 0, sale.FLAG_CARD_GIVEN) + bytes(image)
+    return [(name, frame.encode(payload)) for name, payload in [
+        ("keys", signed(protocol.CMD_KEYS_SET, 1, keys_args)),
+        ("time", signed(protocol.CMD_TIME_SET, 2, (1_795_000_000).to_bytes(8, "little"))),
+        ("params", signed(protocol.CMD_PARAMS_SET, 3, b"new_card_online=0 random_target_pct=0"
+                                                      b" random_max_target_pct=0")),
+        ("status", request(protocol.CMD_STATUS, 1)),
+        ("list", request(protocol.CMD_LIST_STATUS, 2)),
+        ("close", signed(protocol.CMD_BATCH_CLOSE, 4, b"")),
+        ("sale", signed(protocol.CMD_SALE, 5, sale_args)),
+        ("sale", signed(protocol.CMD_SALE, 6, sale_args)),
+    ]]
+
+
+def test_only_the_tap_path_stays_resident(mpy, tmp_path):
+    """Commands a tap never runs load their module on demand; a sale drops them all
+    first, so after it the heap holds what it held after boot."""
+    code = ON_DEMAND_RUN % {"img": str(tmp_path / "svc.img"),
+                            "key": TID.to_bytes(4, "little") + KEY,
+                            "frames": on_demand_frames()}
+    rows = [line.split() for line in mpy(code, heap="256k", compiled=True).splitlines()]
+    names = [r[0] for r in rows]
+    assert names == ["boot", "keys", "time", "params", "status", "list", "close", "sale",
+                     "sale", "imported"]
+    assert all(r[1] == "0" for r in rows), rows  # every command answered OK
+    resident = {i: set(r[3].split(",")) - {"-"} for i, r in enumerate(rows)}
+    heap = [int(r[4]) for r in rows]
+    assert resident[0] == set()  # boot-only code (params, keys, counters) dropped
+    assert resident[1] == {"keystore"}
+    assert {"admin", "params"} <= resident[4]  # status after a params set
+    assert resident[6] == {"clearing"}  # another module's command drops the others
+    assert int(rows[7][2]) == tap.APPROVED_OFFLINE  # a real tap ran...
+    assert resident[7] == resident[8] == set()  # ...with nothing on demand in RAM
+    # what was dropped is really out of the heap: the sale's heap is boot's plus the
+    # keys, well under the status's; importing the modules again takes it back
+    assert heap[7] <= heap[0] + 4096
+    assert heap[7] < heap[4] - 8192
+    assert heap[8] <= heap[7] + 512  # a second tap keeps nothing
+    assert heap[9] > 10240

@@ -1,12 +1,13 @@
 """The one place where MicroPython and CPython differ for firmware modules.
 
-    from terminal.compat import const, ticks_ms, ticks_diff, ticks_add, Aes, mem_alloc
+    from terminal.compat import const, ticks_ms, ticks_diff, ticks_add, Aes, mem_alloc, collect
 
 `const` is recognised by the MicroPython compiler by name, so `_X = const(3)`
 in a module that imports it from here still costs no RAM on the board.
 `Aes(key).encrypt(src16, dst16)` is AES-128-ECB into a caller's buffer: on the
 board it is `cryptolib.aes` (no allocation), on CPython the `cryptography`
-package.
+package. `collect()` is gc.collect() on the board; on CPython, which has no
+fixed heap to run out of, it does nothing.
 """
 
 try:
@@ -61,7 +62,7 @@ except ImportError:  # CPython
 
 
 try:
-    from gc import mem_alloc, mem_free  # type: ignore[attr-defined]
+    from gc import collect, mem_alloc, mem_free  # type: ignore[attr-defined]
 except ImportError:  # CPython has no fixed heap: report -1 ("not measured")
 
     def mem_alloc():  # type: ignore[no-redef,misc]
@@ -69,6 +70,9 @@ except ImportError:  # CPython has no fixed heap: report -1 ("not measured")
 
     def mem_free():  # type: ignore[no-redef,misc]
         return -1
+
+    def collect():  # type: ignore[no-redef,misc]
+        pass  # nothing waits for the memory: the cyclic collector runs on its own schedule
 
 
 try:

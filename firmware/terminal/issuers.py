@@ -20,7 +20,6 @@ card goes online rather than one issuer's cards slipping through.
 import struct
 from array import array
 
-from terminal import params as _params
 from terminal.compat import const
 
 I_FLOOR_LIMIT = const(0)
@@ -35,18 +34,11 @@ FIELDS = const(8)
 INHERIT = const(-1)
 _MASK_MAX = const(0x3FFFFFFF)
 
-# (name, minimum, maximum): the first six share the range of the global parameter.
-_TABLE = (
-    ("floor_limit",) + _params.TABLE[_params.P_FLOOR_LIMIT][2:4],
-    ("daily_offline_cap",) + _params.TABLE[_params.P_DAILY_OFFLINE_CAP][2:4],
-    ("cumulative_offline_cap",) + _params.TABLE[_params.P_CUMULATIVE_OFFLINE_CAP][2:4],
-    ("terminal_daily_cap",) + _params.TABLE[_params.P_TERMINAL_DAILY_CAP][2:4],
-    ("lower_consecutive_offline",) + _params.TABLE[_params.P_LOWER_CONSECUTIVE_OFFLINE][2:4],
-    ("upper_consecutive_offline",) + _params.TABLE[_params.P_UPPER_CONSECUTIVE_OFFLINE][2:4],
-    ("default_mask", 0, _MASK_MAX),
-    ("online_only", 0, 1),
-)
-NAMES = tuple(row[0] for row in _TABLE)
+# The first six fields are the global parameters of the same index and name
+# (tests/test_issuers.py pins it) and share their range.
+NAMES = ("floor_limit", "daily_offline_cap", "cumulative_offline_cap", "terminal_daily_cap",
+         "lower_consecutive_offline", "upper_consecutive_offline", "default_mask",
+         "online_only")
 
 
 def field_of(name):
@@ -54,6 +46,19 @@ def field_of(name):
         if NAMES[i] == name:
             return i
     return -1
+
+
+def _limits(field):
+    """(minimum, maximum) of a field. terminal.params is imported here, not at the
+    top: only setting and loading overrides check ranges, and the tap path keeps
+    the parameter table out of RAM."""
+    if field == I_DEFAULT_MASK:
+        return 0, _MASK_MAX
+    if field == I_ONLINE_ONLY:
+        return 0, 1
+    from terminal.params import TABLE
+
+    return TABLE[field][2], TABLE[field][3]
 
 
 class IssuerTable:
@@ -121,9 +126,9 @@ class IssuerTable:
             if value is None or value == INHERIT:
                 pending.append((f, INHERIT))
                 continue
-            row = _TABLE[f]
-            if not isinstance(value, int) or value < row[1] or value > row[2]:
-                return "%s=%r out of range %d..%d" % (name, value, row[1], row[2])
+            lo, hi = _limits(f)
+            if not isinstance(value, int) or value < lo or value > hi:
+                return "%s=%r out of range %d..%d" % (name, value, lo, hi)
             pending.append((f, value))
         i = self._row(issuer_id)
         if i < 0:
@@ -162,10 +167,10 @@ class IssuerTable:
         ids = array("i", data[5 : 5 + 4 * n])
         values = array("i", data[5 + 4 * n :])
         for f in range(FIELDS):
-            row = _TABLE[f]
+            lo, hi = _limits(f)
             for i in range(n):
                 v = values[i * FIELDS + f]
-                if v != INHERIT and (v < row[1] or v > row[2]):
+                if v != INHERIT and (v < lo or v > hi):
                     return "stored %s out of range" % NAMES[f]
         self.ids = ids
         self.values = values

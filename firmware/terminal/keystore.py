@@ -8,14 +8,18 @@ Keys never cross the link in clear: key i is XORed with the first 16 bytes
 of HMAC(terminal key, "key-wrap" || request counter || i), a one-time pad
 because the counter never repeats; the request MAC covers the result. The
 set replaces the previous one as a whole (one atomic file write).
+
+    load(service)                    # boot: keys.bin into service.keystore (terminal.keys)
+    handle(service, CMD_KEYS_SET, args)
+
+The terminal imports this module on demand (terminal.service) and drops it
+after: the keys themselves live in terminal.keys.Keys.
 """
 
 import struct
 from binascii import crc32
 
 from terminal import protocol, store
-from terminal.card import IssuerKeys
-from terminal.tokenhash import TokenHasher
 
 KEYS_FILE = "keys.bin"
 _MAGIC = b"KS"
@@ -59,58 +63,33 @@ def decode(data):
     return key_id, list_key, issuers
 
 
-class KeyStore:
-    """Loads keys.bin at boot; `hasher` and `issuer_keys` are what the tap path uses."""
+def load(svc):
+    """Boot: install the keys in keys.bin (none if it is missing or damaged)."""
+    got = decode(store.read(svc.root, KEYS_FILE))
+    if got:
+        svc.keystore.install(*got)
 
-    def __init__(self, service, capacity=16, after_set=None):
-        self.svc = service
-        self.after_set = after_set  # called with the new list key id
-        self.capacity = capacity
-        self.issuer_keys = IssuerKeys(capacity)
-        self.hasher = None
-        self.list_key_id = 0
-        self.count = 0
-        got = decode(store.read(service.root, KEYS_FILE))
-        if got:
-            self._install(*got)
-        service.handlers[protocol.CMD_KEYS_SET] = self.do_set
 
-    def _install(self, key_id, list_key, issuers):
-        # In place: the decision engine holds this same table.
-        keys = self.issuer_keys
-        for i in range(keys.capacity):
-            if keys._ids[i] >= 0:
-                keys.remove(keys._ids[i] >> 8, keys._ids[i] & 0xFF)
-        for issuer, version, key in issuers:
-            keys.add(issuer, version, key)
-        self.hasher = TokenHasher(list_key)
-        self.list_key_id = key_id
-        self.count = len(issuers)
-
-    def do_set(self, args):
-        if len(args) < 19:
-            return protocol.ERR_MALFORMED, "keys set too short"
-        key_id = args[0] | args[1] << 8
-        n = args[18]
-        if len(args) != 19 + 19 * n:
-            return protocol.ERR_MALFORMED, "keys set: %d issuer keys do not match %d bytes" % (
-                n, len(args))
-        if n > self.capacity:
-            return protocol.ERR_INVALID, "%d issuer keys, the terminal holds %d" % (
-                n, self.capacity)
-        auth, counter = self.svc.auth, self.svc.counter
-        list_key = unwrap(auth, counter, 0, args[2:18])
-        issuers = []
-        for i in range(n):
-            o = 19 + 19 * i
-            issuers.append((args[o] | args[o + 1] << 8, args[o + 2],
-                            unwrap(auth, counter, i + 1, args[o + 3 : o + 19])))
-        store.write_atomic(self.svc.root, KEYS_FILE, encode(key_id, list_key, issuers))
-        self._install(key_id, list_key, issuers)
-        if self.after_set is not None:
-            self.after_set(key_id)
-        return protocol.OK, "list key %d, %d issuer keys" % (key_id, n)
-
-    def status_fields(self):
-        return [("keys", "list key %d, %d issuer keys" % (self.list_key_id, self.count)
-                 if self.hasher else "none: push them with `termctl keys push`")]
+def handle(svc, cmd, args):
+    """KEYS_SET: unwrap, store, install; the negative list is bound to the new key id."""
+    if len(args) < 19:
+        return protocol.ERR_MALFORMED, "keys set too short"
+    key_id = args[0] | args[1] << 8
+    n = args[18]
+    if len(args) != 19 + 19 * n:
+        return protocol.ERR_MALFORMED, "keys set: %d issuer keys do not match %d bytes" % (
+            n, len(args))
+    if n > svc.keystore.capacity:
+        return protocol.ERR_INVALID, "%d issuer keys, the terminal holds %d" % (
+            n, svc.keystore.capacity)
+    auth, counter = svc.auth, svc.counter
+    list_key = unwrap(auth, counter, 0, args[2:18])
+    issuers = []
+    for i in range(n):
+        o = 19 + 19 * i
+        issuers.append((args[o] | args[o + 1] << 8, args[o + 2],
+                        unwrap(auth, counter, i + 1, args[o + 3 : o + 19])))
+    store.write_atomic(svc.root, KEYS_FILE, encode(key_id, list_key, issuers))
+    svc.keystore.install(key_id, list_key, issuers)
+    svc.negative_list.set_key_id(key_id)
+    return protocol.OK, "list key %d, %d issuer keys" % (key_id, n)

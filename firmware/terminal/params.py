@@ -78,11 +78,16 @@ def index_of(name):
 
 
 class Params:
-    """The live parameter set: `values` is an int array indexed by the P_ constants."""
+    """The live parameter set: `values` is an int array indexed by the P_ constants.
 
-    def __init__(self):
-        self.values = array("i", [row[1] for row in TABLE])
-        self.version = 0
+    Given `values` (and its `version`), it works on that array: update() and
+    from_bytes() change it in place, so whoever holds the array sees the change.
+    The terminal keeps only the array in RAM and imports this module to change it.
+    """
+
+    def __init__(self, values=None, version=0):
+        self.values = array("i", [row[1] for row in TABLE]) if values is None else values
+        self.version = version
 
     def get(self, name):
         i = index_of(name)
@@ -108,7 +113,7 @@ class Params:
         err = check_consistent(candidate)
         if err:
             return err
-        self.values = candidate
+        self._set(candidate)
         self.version += 1
         return None
 
@@ -128,9 +133,14 @@ class Params:
         err = check_consistent(candidate)
         if err:
             return err
-        self.values = candidate
+        self._set(candidate)
         self.version = fields[0]
         return None
+
+    def _set(self, candidate):
+        v = self.values
+        for i in range(COUNT):
+            v[i] = candidate[i]
 
 
 def check_consistent(v):
