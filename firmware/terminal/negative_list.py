@@ -14,6 +14,10 @@ of 2**q + 1 u32 (the first entry of each bucket) sits on flash, and every
 record holds only the next 36 bits of the hash plus a 12-bit expiry: 6 bytes.
 A lookup reads 8 bytes of directory and one bucket, whatever the list size.
 
+The update calls run in terminal.nl_update, imported when one comes (and at
+start-up only if a transfer or commit was cut), so a tap runs without that code
+in RAM.
+
 Given the flash's block device (`bdev=`), a lookup does not go through the
 LittleFS file at all: reading an offset of a large LittleFS file walks its CTZ
 skip-list (about log2 of its blocks in extra reads). At install the terminal
@@ -33,6 +37,14 @@ from array import array
 from binascii import crc32
 
 from terminal.compat import const
+
+
+def _upd():
+    # The update code (transfer, commit, nl.dir) is a module of its own: a tap
+    # never runs it, so the terminal keeps it out of RAM between updates.
+    from terminal import nl_update
+
+    return nl_update
 
 KIND_FULL = const(1)
 KIND_DELTA = const(2)
@@ -246,188 +258,6 @@ class Body:
         return None
 
 
-# -- sequential readers and a writer, used by commit (not on the tap path) -----
-
-
-class _Reader:
-    """Walks one section of a full list in key order: bk, a, b, c, e per record."""
-
-    def __init__(self, f, rbuf, dbuf):
-        self.f = f
-        self.rb = rbuf
-        self.db = dbuf
-        self.bad = False
-
-    def start(self, rec_off, dir_off, q, count):
-        self.rpos = rec_off
-        self.left = count
-        self.count = count
-        self.rn = self.rp = 0
-        self.dpos = dir_off
-        self.dn = self.dp = 0
-        self.nb = 1 << q
-        self.bk = 0
-        self.i = -1
-        self.bad = self._dir() != 0
-        self.nxt = self._dir()
-
-    def _dir(self):
-        if self.dp >= self.dn:
-            self.f.seek(self.dpos)
-            n = self.f.readinto(self.db) & ~3
-            if n <= 0:
-                self.bad = True
-                return self.count
-            self.dpos += n
-            self.dn = n
-            self.dp = 0
-        d = self.db
-        p = self.dp
-        self.dp = p + 4
-        return d[p] | (d[p + 1] << 8) | (d[p + 2] << 16) | (d[p + 3] << 24)
-
-    def next(self):
-        if self.rp >= self.rn:
-            if not self.left:
-                return False
-            self.f.seek(self.rpos)
-            n = self.f.readinto(self.rb) // REC_LEN
-            if n <= 0:
-                self.bad = True
-                return False
-            n = min(n, self.left)
-            self.left -= n
-            self.rpos += n * REC_LEN
-            self.rn = n * REC_LEN
-            self.rp = 0
-        self.i += 1
-        while self.i >= self.nxt:
-            if self.bk + 1 >= self.nb:
-                self.bad = True  # records beyond the last bucket
-                break
-            prev = self.nxt
-            self.bk += 1
-            self.nxt = self._dir()
-            if self.nxt < prev or self.nxt > self.count:
-                self.bad = True
-                break
-        b = self.rb
-        p = self.rp
-        self.rp = p + REC_LEN
-        self.a = (b[p] << 4) | (b[p + 1] >> 4)
-        self.b = ((b[p + 1] & 15) << 8) | b[p + 2]
-        self.c = (b[p + 3] << 4) | (b[p + 4] >> 4)
-        self.e = ((b[p + 4] & 15) << 8) | b[p + 5]
-        return True
-
-    def finish(self):
-        """After the last record: the remaining directory entries must all be the count."""
-        if self.nxt != self.count:
-            self.bad = True
-        while self.bk + 1 < self.nb:
-            self.bk += 1
-            if self._dir() != self.count:
-                self.bad = True
-        return not self.bad
-
-
-class _DeltaReader:
-    """Walks one section of a delta: bk, a, b, c (for q bucket bits), e, in key order."""
-
-    def __init__(self, f, buf):
-        self.f = f
-        self.buf = buf
-        self.bad = False
-
-    def start(self, off, count, q):
-        self.pos = off
-        self.left = count
-        self.n = self.p = 0
-        self.q = q
-        self.k0 = self.k1 = self.k2 = self.k3 = -1
-
-    def next(self):
-        if self.p >= self.n:
-            if not self.left:
-                return False
-            self.f.seek(self.pos)
-            n = min(self.f.readinto(self.buf) // DREC_LEN, self.left)
-            if n <= 0:
-                self.bad = True
-                return False
-            self.left -= n
-            self.pos += n * DREC_LEN
-            self.n = n * DREC_LEN
-            self.p = 0
-        b = self.buf
-        p = self.p
-        self.p = p + DREC_LEN
-        q = self.q
-        # strictly increasing 52-bit keys, compared as four 13-bit pieces
-        k0 = _bits(b, p, 0, 13)
-        k1 = _bits(b, p, 13, 13)
-        k2 = _bits(b, p, 26, 13)
-        k3 = _bits(b, p, 39, 13)
-        if k0 != self.k0:
-            less = k0 < self.k0
-        elif k1 != self.k1:
-            less = k1 < self.k1
-        elif k2 != self.k2:
-            less = k2 < self.k2
-        else:
-            less = k3 <= self.k3
-        if less:
-            self.bad = True
-        self.k0, self.k1, self.k2, self.k3 = k0, k1, k2, k3
-        self.bk = _bits(b, p, 0, q)
-        self.a = _bits(b, p, q, 12)
-        self.b = _bits(b, p, q + 12, 12)
-        self.c = _bits(b, p, q + 24, 12)
-        self.e = ((b[p + 6] & 15) << 8) | b[p + 7]
-        return True
-
-
-class _Out:
-    """Buffered file writer keeping a running CRC32."""
-
-    def __init__(self, f, buf):
-        self.f = f
-        self.buf = buf
-        self.n = 0
-        self.crc = 0
-        self.total = 0
-
-    def record(self, a, b, c, e):
-        if self.n + REC_LEN > len(self.buf):
-            self.flush()
-        pack_record(self.buf, self.n, a, b, c, e)
-        self.n += REC_LEN
-
-    def u32(self, v):
-        if self.n + 4 > len(self.buf):
-            self.flush()
-        struct.pack_into("<I", self.buf, self.n, v)
-        self.n += 4
-
-    def raw(self, data):
-        self.flush()
-        self.f.write(data)
-        self.crc = crc32(data, self.crc)
-        self.total += len(data)
-
-    def flush(self):
-        if self.n:
-            chunk = memoryview(self.buf)[: self.n]
-            self.f.write(chunk)
-            self.crc = crc32(chunk, self.crc)
-            self.total += self.n
-            self.n = 0
-
-
-def _rank(e):
-    return e if e else _NEWEST
-
-
 def _before(bk, a, b, c, x0, x1, x2, x3):
     # (bk, a, b, c) < (x0, x1, x2, x3), without building tuples
     if bk != x0:
@@ -462,13 +292,6 @@ def _search(buf, lo, hi, a, b, c):
         else:
             R = m - 1
     return -1 - L
-
-
-def _remove(path):
-    try:
-        os.remove(path)
-    except OSError:
-        pass
 
 
 def _size(path):
@@ -818,74 +641,16 @@ class NegativeList:
                 return self._quotas[2 * i + 1]
         return listed if listed else -1
 
-    # -- update protocol ------------------------------------------------------------
+    # -- update protocol: terminal.nl_update, imported when an update comes -----------
 
     def begin(self, kind, version, base_version, total_len):
         """Start a transfer, or resume it if this same one is staged."""
-        err = self._check_versions(kind, version, base_version)
-        if err:
-            return err
-        cap = self.capacity
-        if kind == KIND_FULL:  # records, and directories no larger than capacity needs
-            most = cap * REC_LEN + self._max * (SECTION_LEN + 4 + (4 << bucket_bits(cap)))
-        else:
-            most = 2 * cap * DREC_LEN + self._max * SECTION_LEN
-        if total_len < HEADER_LEN + FOOTER_LEN or total_len > most + HEADER_LEN + FOOTER_LEN:
-            return "a list of %d bytes does not fit this terminal (%d entries)" % (
-                total_len, cap)
-        g = self._stage
-        if (g[_G_KIND] == kind and g[_G_VER] == version and g[_G_BASE] == base_version
-                and g[_G_TOTAL] == total_len):
-            if self._sf is None:
-                g[_G_HAVE] = g[_G_SYNCED] = max(0, _size(self._path(_STAGE)))
-                self._sf = open(self._path(_STAGE), "ab")
-            return None
-        self.abort()
-        need = total_len + _FLASH_MARGIN
-        if self._bd is not None:  # the new list's nl.dir, about a tenth of it
-            need += total_len // 8
-        if kind == KIND_DELTA:  # the merge writes a second copy of the list
-            need += max(0, _size(self._path(_ACTIVE))) + total_len
-        free = self._free()
-        if 0 <= free < need:
-            return "not enough flash for this list: need %d KB, %d KB free" % (
-                need // 1024, free // 1024)
-        m = struct.pack("<BBHIII", kind, 0, 0, version, base_version, total_len)
-        with open(self._path(_META), "wb") as mf:
-            mf.write(m + struct.pack("<I", crc32(m)))
-        self._sf = open(self._path(_STAGE), "wb")
-        g[_G_KIND], g[_G_VER], g[_G_BASE], g[_G_TOTAL] = kind, version, base_version, total_len
-        g[_G_HAVE] = g[_G_SYNCED] = 0
-        return None
+        return _upd().begin(self, kind, version, base_version, total_len)
 
     def write_chunk(self, offset, data):
         """Store bytes [offset, offset + len(data)) of the list. Bytes already stored
         are skipped, so a resent chunk is harmless; a gap is refused."""
-        if self._sf is None:
-            return "no list transfer in progress"
-        g = self._stage
-        have = g[_G_HAVE]
-        end = offset + len(data)
-        if offset > have:
-            return "chunk at offset %d leaves a gap: %d bytes stored" % (offset, have)
-        if end > g[_G_TOTAL]:
-            return "chunk ends at %d, past the list length %d" % (end, g[_G_TOTAL])
-        if end <= have:
-            return None
-        if offset == 0 and end >= HEADER_LEN:  # refuse a wrong list before it all arrives
-            err = self._check_header(parse_header(data[:HEADER_LEN]))
-            if err:
-                self.abort()
-                return err
-        if self._rf is not None:  # a reader opened earlier may not see the new bytes
-            self._rf.close()
-            self._rf = None
-        self._sf.write(data[have - offset :] if have > offset else data)
-        g[_G_HAVE] = end
-        if end - g[_G_SYNCED] >= self._sync or end == g[_G_TOTAL]:
-            self._sf.flush()  # LittleFS sync: stored bytes survive a power cut
-            g[_G_SYNCED] = end
-        return None
+        return _upd().write_chunk(self, offset, data)
 
     def resume_offset(self):
         """Bytes of the current transfer already stored: the host resends from here."""
@@ -893,47 +658,58 @@ class NegativeList:
 
     def read_staged(self, offset, buf):
         """Read staged bytes into buf (to check the whole-list MAC); returns the count."""
-        if self._sf is None:
-            return 0
-        if self._rf is None:
-            self._sf.flush()
-            self._rf = open(self._path(_STAGE), "rb")
-        self._rf.seek(offset)
-        return self._rf.readinto(buf)
+        return _upd().read_staged(self, offset, buf)
 
     def abort(self):
         """Drop the staged transfer; the installed list stays as it is."""
-        self._close_stage()
-        for i in range(6):
-            self._stage[i] = 0
-        _remove(self._path(_STAGE))
-        _remove(self._path(_META))
+        _upd().abort(self)
 
     def commit(self):
         """Install the staged list; from the moment this returns None lookups use it.
         On an error the staged transfer is dropped and the installed list stays."""
-        g = self._stage
-        if self._sf is None:
-            return "no list transfer in progress"
-        if g[_G_HAVE] != g[_G_TOTAL]:
-            return "transfer incomplete: %d of %d bytes" % (g[_G_HAVE], g[_G_TOTAL])
-        self._close_stage()
-        err = self._check_versions(g[_G_KIND], g[_G_VER], g[_G_BASE])
-        if not err:
-            self._work = bytearray(_WORK)
-            try:
-                if g[_G_KIND] == KIND_FULL:
-                    err = self._commit_full()
-                else:
-                    err = self._commit_delta()
-            except OSError as e:
-                err = "flash error during commit: %s" % e
-            self._work = None
-        _remove(self._path(_NEW))
-        _remove(self._path(_DTMP))
-        self.abort()
-        self._load()
-        return err
+        return _upd().commit(self)
+
+    def _recover(self):
+        # After a reset: leftovers of a transfer or commit are nl_update's to sort out.
+        for name in (_META, _STAGE, _NEW, _DTMP, _PTMP):
+            if _size(self._path(name)) >= 0:
+                _upd().recover(self)
+                return
+
+    def _attach(self):
+        """Point lookups at the flash blocks themselves (see the module doc); on any
+        trouble lookups read the file, and status says why."""
+        if self._bd is None:
+            return
+        self._direct = False
+        self.direct_error = None
+        if not self._n:
+            return
+        try:
+            if not self._pdir_current():
+                err = _upd().build_pdir(self)
+                if err:
+                    self.direct_error = err
+                    return
+            if file_blocks(self._bd, _PDIR, self._pd) < 0:
+                self.direct_error = "nl.dir has more blocks than the table holds"
+                return
+            self._direct = True
+        except (OSError, ValueError, OverflowError) as e:
+            self.direct_error = "direct reads off: %s" % e
+
+    def _pdir_current(self):
+        try:
+            with open(self._path(_PDIR), "rb") as f:
+                f.seek(_size(self._path(_PDIR)) - 16)
+                tr = f.read(16)
+        except (OSError, ValueError):
+            return False
+        if len(tr) != 16:
+            return False
+        magic, size, tcrc, crc = struct.unpack(_PD_TRL, tr)
+        return (magic == _PD_MAGIC and size == self._size and tcrc == self._tcrc
+                and crc == crc32(tr[:12]))
 
     # -- status -------------------------------------------------------------------
 
@@ -977,79 +753,6 @@ class NegativeList:
                 fh.close()
         self._sf = self._rf = None
 
-    def _free(self):
-        try:
-            st = os.statvfs(self._root or "/")
-            return st[0] * st[3]
-        except (OSError, AttributeError):
-            return -1
-
-    def _check_versions(self, kind, version, base_version):
-        cur = self.version
-        if kind == KIND_FULL:
-            if version < 1:
-                return "list version must be 1 or more"
-            if version == cur:
-                return "replay refused: list version %d is already installed" % version
-            if version < cur:
-                return "downgrade refused: version %d is older than the installed %d" % (
-                    version, cur)
-            return None
-        if kind == KIND_DELTA:
-            if cur == 0:
-                return "no list installed: a delta needs a full list first"
-            if base_version > cur:
-                return "gap refused: delta applies to version %d, installed is %d" % (
-                    base_version, cur)
-            if base_version < cur:
-                return "replay refused: delta applies to version %d, installed is %d" % (
-                    base_version, cur)
-            if version != base_version + 1:
-                return "delta must go from version %d to %d, not to %d" % (
-                    base_version, base_version + 1, version)
-            return None
-        return "unknown list kind %d" % kind
-
-    def _check_header(self, h):
-        if h is None:
-            return "not a negative list (bad header)"
-        g = self._stage
-        kind, version, base_version, base_day, key_id = h
-        if kind != g[_G_KIND] or version != g[_G_VER] or (
-                kind == KIND_DELTA and base_version != g[_G_BASE]):
-            return "list header (kind %d, version %d) does not match the transfer" % (
-                kind, version)
-        if self._key_id is not None and key_id != self._key_id:
-            return "list is keyed with key id %d, the terminal uses %d" % (key_id, self._key_id)
-        if kind == KIND_DELTA and key_id != self.key_id:
-            return "delta keyed with key id %d, the installed list with %d" % (
-                key_id, self.key_id)
-        if kind == KIND_DELTA and base_day < self.base_day:
-            return "delta day %d is before the installed list's day %d" % (
-                base_day, self.base_day)
-        return None
-
-    def _recover(self):
-        # After a reset: a half-built merge is garbage; a staged transfer may resume
-        # (begin() with the same arguments), unless its commit had begun.
-        _remove(self._path(_NEW))
-        _remove(self._path(_DTMP))
-        _remove(self._path(_PTMP))
-        try:
-            with open(self._path(_META), "rb") as mf:
-                m = mf.read()
-        except OSError:
-            m = b""
-        size = _size(self._path(_STAGE))
-        if len(m) == 20 and crc32(m[:16]) == struct.unpack_from("<I", m, 16)[0] and size >= 0:
-            kind, _, _, version, base, total = struct.unpack_from("<BBHIII", m, 0)
-            if size <= total:
-                g = self._stage
-                g[_G_KIND], g[_G_VER], g[_G_BASE], g[_G_TOTAL] = kind, version, base, total
-                g[_G_HAVE] = g[_G_SYNCED] = size
-                return
-        _remove(self._path(_STAGE))
-        _remove(self._path(_META))
 
     def _load(self):
         """Read the installed list's tables into RAM and keep its file open."""
@@ -1076,163 +779,6 @@ class NegativeList:
         self._f = f
         self._attach()
 
-    # -- direct reads: the physical directory -----------------------------------------
-
-    def _attach(self):
-        """Point lookups at the flash blocks themselves (see the module doc); on any
-        trouble lookups read the file, and status says why."""
-        if self._bd is None:
-            return
-        self._direct = False
-        self.direct_error = None
-        if not self._n:
-            return
-        try:
-            if not self._pdir_current():
-                err = self._build_pdir()
-                if err:
-                    self.direct_error = err
-                    return
-            if file_blocks(self._bd, _PDIR, self._pd) < 0:
-                self.direct_error = "nl.dir has more blocks than the table holds"
-                return
-            self._direct = True
-        except (OSError, ValueError, OverflowError) as e:
-            self.direct_error = "direct reads off: %s" % e
-
-    def _pdir_current(self):
-        try:
-            with open(self._path(_PDIR), "rb") as f:
-                f.seek(_size(self._path(_PDIR)) - 16)
-                tr = f.read(16)
-        except (OSError, ValueError):
-            return False
-        if len(tr) != 16:
-            return False
-        magic, size, tcrc, crc = struct.unpack(_PD_TRL, tr)
-        return (magic == _PD_MAGIC and size == self._size and tcrc == self._tcrc
-                and crc == crc32(tr[:12]))
-
-    def _buckets(self, buf):
-        # (file offset of its first record, records) of every bucket, in nl.dir order
-        t = self._t
-        f = self._f
-        for s in range(self._n):
-            row = s * _ST
-            rec = t[row + _S_REC]
-            pos = t[row + _S_DIR]
-            left = (1 << t[row + _S_Q]) + 1
-            prev = -1
-            while left:
-                f.seek(pos)
-                n = min(f.readinto(buf) >> 2, left)
-                if n <= 0:
-                    raise ValueError("list directory truncated")
-                pos += 4 * n
-                left -= n
-                for i in range(n):
-                    x = _u32(buf, 4 * i)
-                    if prev >= 0:
-                        yield rec + prev * REC_LEN, x - prev
-                    prev = x
-
-    def _place(self, chain, off, cnt, cur):
-        # Where lookups read a bucket: (block, offset, info, spilled). A bucket whose
-        # read window would cross the end of its block is copied into nl.dir at the
-        # spill cursor cur = [block, offset] (logical blocks of nl.dir).
-        if not cnt:
-            return 0, 0, 0, False
-        bs = self._bs
-        n, at = ctz_locate(off, bs)
-        if cnt <= _RBUF_RECS:
-            span = (16 if cnt <= 16 else 32 if cnt <= 32 else 64) * REC_LEN
-            if at + span <= bs:
-                return chain[n], at, cnt, False
-            end = at + cnt * REC_LEN
-            if end <= bs and end - span >= ctz_ptrs(n):  # window ending at the bucket's end
-                skip = (span - cnt * REC_LEN) // REC_LEN
-                return chain[n], end - span, cnt | (skip << 10), False
-            if cur[1] + span > bs:
-                cur[0] += 1
-                cur[1] = ctz_ptrs(cur[0])
-            where = cur[0], cur[1]
-            cur[1] += span
-            return _SPILLED | where[0], where[1], cnt, True
-        span = ((cnt + _RBUF_RECS - 1) // _RBUF_RECS) * _RBUF_RECS * REC_LEN
-        if cnt <= 0x3FF and at + span <= bs:
-            return chain[n], at, cnt, False
-        return 0, 0, _VIA_FILE, False
-
-    def _build_pdir(self):
-        """Write nl.dir for the installed list: an entry per bucket, then copies of
-        the buckets that straddle blocks, then a trailer naming the list."""
-        bs = self._bs
-        per = self._per
-        if self._nbk > self._maxbk:
-            return "%d buckets: more than direct reads are sized for (%d)" % (
-                self._nbk, self._maxbk)
-        nent = (self._nbk + per - 1) // per  # nl.dir blocks of entries
-        nbin = ctz_locate(self._size - 1, bs)[0] + 1
-        chain = array("H", bytes(2 * nbin))
-        if file_blocks(self._bd, _ACTIVE, chain) != nbin:
-            return "list file too small for direct reads"
-        _remove(self._path(_PDIR))
-        tmp = self._path(_PTMP)
-        buf = bytearray(256)
-        ent = bytearray(_PD_LEN)
-        zero = bytes(_PTR_MAX + 16)
-        kinds = self.placed = [0, 0, 0, 0]  # windowed, copied, long (> 64), via the file
-        with open(tmp, "wb") as f:
-            pos = 0
-            for spill in (False, True):
-                cur = [nent, ctz_ptrs(nent)]
-                k = 0
-                for off, cnt in self._buckets(buf):
-                    phys, at, info, moved = self._place(chain, off, cnt, cur)
-                    if not spill:
-                        if info == _VIA_FILE:
-                            kinds[3] += 1
-                        elif moved:
-                            kinds[1] += 1
-                        elif info >> 10:
-                            kinds[0] += 1
-                        elif cnt > _RBUF_RECS:
-                            kinds[2] += 1
-                        blk = k // per
-                        to = ctz_start(blk, bs) + (k - blk * per) * _PD_LEN
-                    elif moved:
-                        to = ctz_start(phys & 0x7FFF, bs) + at - ctz_ptrs(phys & 0x7FFF)
-                    else:
-                        k += 1
-                        continue
-                    while pos < to:
-                        n = min(to - pos, len(zero))
-                        f.write(zero[:n])
-                        pos += n
-                    if not spill:
-                        struct.pack_into("<HHH", ent, 0, phys, at, info)
-                        f.write(ent)
-                        pos += _PD_LEN
-                    else:  # copy the bucket's records
-                        self._f.seek(off)
-                        n = self._f.readinto(memoryview(self._rbuf)[: cnt * REC_LEN])
-                        f.write(memoryview(self._rbuf)[:n])
-                        pos += n
-                    k += 1
-                if not spill:
-                    to = ctz_start(nent, bs)
-                    while pos < to:
-                        n = min(to - pos, len(zero))
-                        f.write(zero[:n])
-                        pos += n
-            tr = struct.pack(_PD_TRL, _PD_MAGIC, self._size, self._tcrc, 0)[:12]
-            f.write(tr + struct.pack("<I", crc32(tr)))
-        if cur[0] + 1 > len(self._pd):
-            _remove(tmp)
-            return "nl.dir would need %d blocks, the table holds %d" % (
-                cur[0] + 1, len(self._pd))
-        os.rename(tmp, self._path(_PDIR))
-        return None
 
     def _load_from(self, f, size):
         f.seek(size - TRAILER_LEN)
@@ -1280,280 +826,4 @@ class NegativeList:
         self.entries = total
         return None
 
-    def _install(self, path):
-        if self._f is not None:
-            self._f.close()  # LittleFS frees the old file's blocks at the rename
-            self._f = None
-        os.rename(path, self._path(_ACTIVE))  # atomic: the old list or the new one
-        return None
 
-    def _commit_full(self):
-        # The staged bytes are the new list file: check them, append the terminal's
-        # quota results, rename over the installed list.
-        path = self._path(_STAGE)
-        body = Body()
-        with open(path, "rb") as f:
-            err = body.read(f, self._stage[_G_TOTAL], self._max)
-            if not err:
-                err = self._check_header(
-                    (body.kind, body.version, body.base_version, body.base_day, body.key_id))
-            if not err and body.records > self.capacity:
-                err = "list holds %d entries, capacity is %d" % (body.records, self.capacity)
-            for s in range(0 if err else body.n):
-                if body.q[s] > bucket_bits(self.capacity):
-                    err = "issuer %d: directory larger than the capacity needs" % body.issuer[s]
-            if not err:
-                err = self._verify_full(f, body)
-            if err:
-                return err
-            ext = self._extras(f, body)
-        self._append_extras(path, body, ext, KIND_FULL)
-        return self._install(path)
-
-    def _verify_full(self, f, body):
-        """Body CRC, directories consistent, keys strictly increasing in each bucket."""
-        err = self._verify_crc(f, body)
-        if err:
-            return err
-        r = _Reader(f, self._rbuf, memoryview(self._work)[_W_DIR:_W_END])
-        for s in range(body.n):
-            r.start(body.rec_off[s], body.dir_off[s], body.q[s], body.count[s])
-            pb = pa = pbb = pc = -1
-            while r.next():
-                if r.e == REMOVE or (r.bk == pb and not _before(pa, pbb, pc, 0,
-                                                                 r.a, r.b, r.c, 0)):
-                    return "issuer %d: entry %d out of order or bad" % (body.issuer[s], r.i)
-                pb, pa, pbb, pc = r.bk, r.a, r.b, r.c
-            if not r.finish():
-                return "issuer %d: directory does not match its entries" % body.issuer[s]
-        return None
-
-    def _verify_crc(self, f, body):
-        buf = memoryview(self._work)[:_W_OUT]
-        crc = 0
-        pos = 0
-        f.seek(0)
-        while pos < body.table_off:
-            n = f.readinto(buf)
-            if n <= 0:
-                return "list truncated"
-            n = min(n, body.table_off - pos)
-            crc = crc32(buf[:n], crc)
-            pos += n
-        if crc != body.body_crc:
-            return "list damaged (body CRC)"
-        return None
-
-    def _extras(self, f, body):
-        """Per section: (over quota, keep rank, cut key) under the quotas in force."""
-        out = []
-        for s in range(body.n):
-            quota = self._quota_of(body.issuer[s], body.aux[s])
-            cnt = body.count[s]
-            if 0 <= quota < cnt:
-                out.append((cnt - quota,) + self._keep_newest(f, body, s, quota))
-            else:
-                out.append((0, 0, 0, 0, 0, 0))
-        return out
-
-    def _keep_newest(self, f, body, s, keep):
-        """(rank, cut key) such that exactly `keep` entries of section s count: those
-        expiring last (no expiry counts as newest), ties kept from the cut key up."""
-        if keep == 0:
-            return _NEWEST + 1, 0, 0, 0, 0
-        r = _Reader(f, self._rbuf, memoryview(self._work)[_W_DIR:_W_END])
-        hist = memoryview(self._work)[:256]  # 64 u32 counts
-        above = 0
-        sel = 0
-        for shift in (6, 0):  # top 6 bits of the rank, then the low 6
-            for i in range(256):
-                hist[i] = 0
-            r.start(body.rec_off[s], body.dir_off[s], body.q[s], body.count[s])
-            while r.next():
-                k = _rank(r.e)
-                if shift == 0 and k >> 6 != sel:
-                    continue
-                _inc32(hist, ((k >> shift) & 63) << 2)
-            j = 63
-            while above + _u32(hist, j << 2) < keep:
-                above += _u32(hist, j << 2)
-                j -= 1
-            sel = j if shift else (sel << 6) | j
-        drop = _u32(hist, j << 2) - (keep - above)  # entries of rank sel dropped: lowest keys
-        if drop == 0:
-            return sel, 0, 0, 0, 0
-        r.start(body.rec_off[s], body.dir_off[s], body.q[s], body.count[s])
-        seen = 0
-        while r.next():
-            if _rank(r.e) == sel:
-                if seen == drop:
-                    return sel, r.bk, r.a, r.b, r.c
-                seen += 1
-        return sel + 1, 0, 0, 0, 0  # not reached while keep < count
-
-    def _append_extras(self, path, body, ext, last_kind):
-        blob = bytearray()
-        for row in ext:
-            blob += struct.pack(_EXT, row[0], row[1], row[2], row[3], row[4], row[5], 0)
-        head = struct.pack(_TRL, _TRL_MAGIC, body.table_off + SECTION_LEN * body.n + FOOTER_LEN,
-                           last_kind, 0, 0, 0)[:12]
-        blob += head + struct.pack("<I", crc32(head, crc32(blob)))
-        with open(path, "ab") as f:
-            f.write(blob)
-
-    def _commit_delta(self):
-        # Merge installed list + staged delta into _NEW (directories via _DTMP),
-        # append the quota results, rename over the installed list.
-        npath = self._path(_NEW)
-        dpath = self._path(_DTMP)
-        w = memoryview(self._work)
-        with open(self._path(_STAGE), "rb") as sf:
-            d = Body()
-            err = d.read(sf, self._stage[_G_TOTAL], self._max)
-            if not err:
-                err = self._check_header((d.kind, d.version, d.base_version, d.base_day, d.key_id))
-            if not err:
-                err = self._verify_crc(sf, d)
-            if err:
-                return err
-            with open(npath, "wb") as nf:
-                out = _Out(nf, w[:_W_OUT])
-                out.raw(pack_header(KIND_FULL, d.version, d.base_version, d.base_day, d.key_id))
-                with open(dpath, "wb") as tf:
-                    dout = _Out(tf, w[_W_OUT:_W_DEL])
-                    res = self._merge(sf, d, out, dout)
-                    dout.flush()
-                if isinstance(res, str):
-                    return res
-                out.flush()
-                table = bytearray()
-                total = 0
-                for issuer, q, cnt, quota in res:
-                    table += pack_section(issuer, q, cnt, quota)
-                    total += cnt
-                with open(dpath, "rb") as tf:  # directories follow all the records
-                    while True:
-                        n = tf.readinto(self._rbuf)
-                        if not n:
-                            break
-                        out.raw(memoryview(self._rbuf)[:n])
-                nf.write(table)
-                nf.write(pack_footer(len(res), total, out.crc, table))
-        body = Body()
-        with open(npath, "rb") as f:
-            err = body.read(f, _size(npath), self._max)
-            if err:
-                return "merge produced a bad list: " + err
-            ext = self._extras(f, body)
-        self._append_extras(npath, body, ext, KIND_DELTA)
-        return self._install(npath)
-
-    def _merge(self, sf, d, out, dout):
-        """Installed list + delta d -> records to out, directories to dout. Returns
-        [(issuer, q, count, listed quota)] or an error message."""
-        shift = d.base_day - self.base_day  # expiry codes move to the delta's day
-        w = memoryview(self._work)
-        br = _Reader(self._f, self._rbuf, w[_W_DIR:_W_END])
-        dr = _DeltaReader(sf, w[_W_DEL:_W_DIR])
-        t = self._t
-        res = []
-        total = 0
-        i = j = 0
-        nb = self._n
-        while i < nb or j < d.n:
-            ib = t[i * _ST] if i < nb else 0x10000
-            jd = d.issuer[j] if j < d.n else 0x10000
-            issuer = min(ib, jd)
-            has_b = ib == issuer
-            has_d = jd == issuer
-            if has_b:
-                row = i * _ST
-                q = t[row + _S_Q]
-                lquota = (d.aux[j] if has_d else 0) or t[row + _S_LQ]
-                keep = t[row + _S_KEEP]
-                x = t[row + _S_CUT0]
-                y = t[row + _S_CUT1]
-                c0, c1, c2, c3 = x >> 12, x & 4095, y >> 12, y & 4095
-                br.start(t[row + _S_REC], t[row + _S_DIR], q, t[row + _S_CNT])
-                i += 1
-            else:
-                lquota = d.aux[j]
-                keep = c0 = c1 = c2 = c3 = 0
-                q = bucket_bits(max(d.count[j], self._quota_of(issuer, lquota)))
-            if has_d:
-                dr.start(d.rec_off[j], d.count[j], q)
-                j += 1
-            cnt = 0
-            nxt = 0  # next bucket whose directory entry is due
-            lb = la = lbb = lc = -1  # last key written
-            hb = has_b and _next_base(br, keep, c0, c1, c2, c3, shift)
-            hd = has_d and dr.next()
-            while hb or hd:
-                if hb and hd:
-                    if br.bk == dr.bk and br.a == dr.a and br.b == dr.b and br.c == dr.c:
-                        o = 0
-                    elif _before(br.bk, br.a, br.b, br.c, dr.bk, dr.a, dr.b, dr.c):
-                        o = -1
-                    else:
-                        o = 1
-                else:
-                    o = -1 if hb else 1
-                if o < 0:
-                    bk, a, b, c, e = br.bk, br.a, br.b, br.c, br.e2
-                else:  # the delta's record replaces or removes the installed one
-                    bk, a, b, c, e = dr.bk, dr.a, dr.b, dr.c, dr.e
-                if e != REMOVE and (bk != lb or a != la or b != lbb or c != lc):
-                    if total + cnt >= self.capacity:
-                        return "list would exceed its capacity of %d entries" % self.capacity
-                    while nxt <= bk:
-                        dout.u32(cnt)
-                        nxt += 1
-                    out.record(a, b, c, e)
-                    cnt += 1
-                    lb, la, lbb, lc = bk, a, b, c
-                if o <= 0:
-                    hb = _next_base(br, keep, c0, c1, c2, c3, shift)
-                if o >= 0:
-                    hd = dr.next()
-            if dr.bad:
-                return "delta records out of order (issuer %d)" % issuer
-            if br.bad:
-                return "installed list damaged (issuer %d)" % issuer
-            if cnt:
-                while nxt <= (1 << q):
-                    dout.u32(cnt)
-                    nxt += 1
-                res.append((issuer, q, cnt, lquota))
-                total += cnt
-        if len(res) > self._max:
-            return "list would hold %d issuers, the terminal holds %d" % (len(res), self._max)
-        return res
-
-
-def _next_base(r, keep, c0, c1, c2, c3, shift):
-    # next installed entry that survives a merge: within quota, not expired (rebased)
-    while r.next():
-        e = r.e
-        if keep:
-            k = e if e else _NEWEST
-            if k < keep or (k == keep and _before(r.bk, r.a, r.b, r.c, c0, c1, c2, c3)):
-                continue
-        if e:
-            e -= shift
-            if e < 1:
-                continue
-        r.e2 = e
-        return True
-    return False
-
-
-def _u32(b, p):
-    return b[p] | (b[p + 1] << 8) | (b[p + 2] << 16) | (b[p + 3] << 24)
-
-
-def _inc32(b, p):
-    v = _u32(b, p) + 1
-    b[p] = v & 255
-    b[p + 1] = (v >> 8) & 255
-    b[p + 2] = (v >> 16) & 255
-    b[p + 3] = v >> 24

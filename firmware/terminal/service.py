@@ -31,8 +31,9 @@ PARAMS_FILE = "params.bin"
 ISSUERS_FILE = "issuers.bin"
 
 # Modules of terminal/ a tap never runs: the command handlers below and what
-# only they import (params: the parameter table; counters: the snapshot).
-ON_DEMAND = ("admin", "listsync", "clearing", "keystore", "counters", "params")
+# only they import (params: the parameter table; counters: the snapshot;
+# nl_update: the negative list's transfer, commit and nl.dir code).
+ON_DEMAND = ("admin", "listsync", "clearing", "keystore", "counters", "params", "nl_update")
 _P_JOURNAL_NEAR_FULL_PCT = const(18)  # terminal.params.P_JOURNAL_NEAR_FULL_PCT
 
 
