@@ -80,8 +80,10 @@ def run(quick=False):
                      "verdict"],
          "rows": heap_rows,
          "notes": "Smallest -X heapsize in which the firmware boots with the board's "
-                  "capacities, installs keys and runs 5 sales (bisection). The unix port "
-                  "is 64-bit: pointers, object headers and code tables take twice the "
-                  "bytes they take on the 32-bit Pico and ESP32-S3, so 'over' here is an "
-                  "upper bound for the board, not a measurement of it."},
+                  "capacities, installs keys and runs 5 sales (bisection, 4 KB steps); "
+                  "heap used after: gc.mem_alloc() read by the status command after the "
+                  "sales. The unix port is 64-bit; most of this heap is the firmware's "
+                  "bytecode, which a 32-bit port holds in about 0.9 times the bytes "
+                  "(measured under MicroPython's wasm32 build, docs/boards.md), so the "
+                  "figures are a slight upper bound for the boards."},
     ]

@@ -1,4 +1,6 @@
-"""ESP32-S3 module with 16 MB flash and no PSRAM, a PN532 module on SPI (or I2C).
+"""ESP32-S3 module with 16 MB flash and 8 MB PSRAM (ESP32-S3-WROOM-1-N16R8, as on
+the ESP32-S3-DevKitC-1-N16R8), a PN532 module on SPI (or I2C). Stock MicroPython
+firmware ESP32_GENERIC_S3, variant SPIRAM_OCT.
 
 Flashed as `board.py`; every buffer and table is sized from it. Wiring
 (PN532 module switched to SPI: SEL0 = 0, SEL1 = 1 on most breakouts), on the
@@ -20,13 +22,18 @@ NFC_I2C_TIMEOUT_US.
 NAME = "esp32s3_pn532"
 MCU = "esp32s3"
 MPY_MARCH = "xtensawin"  # mpy-cross -march for the LX7 (windowed ABI)
-# Usable heap without PSRAM: MicroPython starts a 64 KB GC heap and grows it
-# from what ESP-IDF leaves free (split heap, v1.21+). Reported totals on
-# ESP32-S3: "GC: total: 127936" (micropython/micropython#15630), "total: 64000
-# ... max new split: 139264" (lvgl-micropython#244). Budget 128 KB; Wi-Fi, if
-# ever enabled, takes its share of the same internal RAM.
-HEAP_SIZE = 128 * 1024
+# Heap. The firmware runs as .mpy from the filesystem, so its bytecode lives
+# in the heap: about 125 KB on the 64-bit unix port and 0.89 times that on a
+# 32-bit port (measured under MicroPython's wasm32 build; docs/boards.md).
+# Kept in internal RAM, MicroPython's GC heap on an ESP32-S3 reaches about
+# 128 KB ("GC: total: 127936", micropython/micropython#15630): the code alone
+# would fill it. With PSRAM the split heap grows into it ("max new split:
+# 8257536", micropython/micropython#12237). Budget 512 KB of it; the emulated
+# board and tests/test_board_memory.py run under exactly this cap.
+HEAP_SIZE = 512 * 1024
 # LittleFS on the "vfs" partition of partitions-16MiB.csv: 0xE00000 = 14 MB.
+# The stock ESP32_GENERIC_S3 images carry the 8 MiB table (vfs 6 MiB): write
+# the 16 MiB table with the firmware (docs/boards.md, "Flashing").
 FLASH_SIZE = 14 * 1024 * 1024
 FLASH_BLOCK_SIZE = 4096
 # Host link: largest frame payload either side sends or accepts.

@@ -1,0 +1,62 @@
+"""Memory budget per board: the firmware with each board file's capacities runs a
+full cycle in the MicroPython unix port under that board's heap cap.
+
+The cycle is what a terminal does in a day: keys provisioned, the clock set, a
+negative list pushed and installed (its nl.dir written), sales tapped (card
+read and rewritten, decision, list lookup, journal append, counters) including
+a listed card, the clearing batch pulled and acknowledged.
+The emulated board runs with `micropython -X heapsize=<board HEAP_SIZE>`, so
+any allocation past the cap raises MemoryError in the firmware and the link
+fails. Heap is measured on the 64-bit unix port; a 32-bit board holds the same
+bytecode in about 0.9 times the bytes (docs/boards.md).
+"""
+
+import time
+
+import pytest
+
+from host_tools.build import board_values
+from host_tools.emulator import board_heap
+from host_tools.link import TerminalLink
+from host_tools.pos import run_sale
+from host_tools.provision import push_keys
+from host_tools.transfer import ack_batch, pull_batch, push_list
+from host_tools.wallet import issue_card
+
+BOARDS = ("emulator", "pico_pn532", "esp32s3_pn532")
+
+
+@pytest.mark.parametrize("board", BOARDS)
+def test_a_day_of_work_fits_the_board_heap(board, emulated_board):
+    from host_tools import listbuild
+
+    cap = board_heap(board)
+    assert cap == board_values(board)["HEAP_SIZE"]
+    emu = emulated_board(board, board=board)
+    assert emu.heap == cap
+    with TerminalLink.open(emu.port, timeout=20) as t:
+        push_keys(t, t.keyring)
+        t.set_time(int(time.time()))
+        # offline decisions only: a new card or a random draw would ask for the centre
+        t.set_params({"new_card_online": 0, "random_target_pct": 0, "random_max_target_pct": 0})
+        key_id, list_key = t.keyring.list_key()
+        csv = "".join("1,35000000%08d,add\n" % i for i in range(2000))
+        built = listbuild.build_full(csv, version=1, issuers={1: None}, list_key=list_key,
+                                     key_id=key_id, capacity=board_values(board)[
+                                         "LIST_CAPACITY"], today=20000)
+        push_list(t, built.data, built.kind, built.version, built.base_version)
+        image = issue_card("4980000000000001", 1, "credit", t.keyring)
+        outcomes = []
+        for amount in (500, 800, 1200):  # a fourth would pass the consecutive-offline limit
+            r = run_sale(t, amount, image)
+            image = r.card_image
+            outcomes.append(r.outcome)
+        listed = issue_card("3500000000000123", 1, "credit", t.keyring)
+        outcomes.append(run_sale(t, 500, listed).outcome)
+        batch = pull_batch(t)
+        assert ack_batch(t, batch.batch_id) == "acked"
+        st = t.status()
+    used, free = int(st["heap_used"]), int(st["heap_free"])
+    assert used + free <= cap  # the unix port really ran under the board's cap
+    assert outcomes == ["APPROVED_OFFLINE"] * 3 + ["DECLINED_OFFLINE"]
+    assert batch.count == 4
