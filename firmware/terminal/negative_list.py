@@ -87,13 +87,6 @@ _PTR_MAX = const(64)  # CTZ pointer bytes at the start of a block, at most
 
 _NEWEST = const(4095)  # keep-rank of an entry without expiry
 _RBUF_RECS = const(64)
-# work buffer of a commit: writer | directory writer | delta reader | directory reader
-_W_OUT = const(192)
-_W_DEL = const(256)
-_W_DIR = const(384)
-_W_END = const(448)
-_WORK = const(448)
-_FLASH_MARGIN = const(16384)
 
 
 # -- format helpers, shared with host_tools.listbuild --------------------------
@@ -415,7 +408,7 @@ _G_VER = const(1)
 _G_BASE = const(2)
 _G_TOTAL = const(3)
 _G_HAVE = const(4)
-_G_SYNCED = const(5)
+_G_SYNCED = const(5)  # (terminal.nl_update)
 _KINDS = ("none", "full", "delta")
 
 

@@ -50,19 +50,13 @@ from terminal.negative_list import (
 
 # The private constants of terminal.negative_list this module uses (const() names
 # that start with "_" are not module attributes on MicroPython; a test checks that
-# the two copies agree).
+# the two copies agree), then its own.
 _PD_LEN = const(6)  # entry: block u16 (bit 15: block of nl.dir), offset u16, count | skip << 10
 _SPILLED = const(0x8000)
 _VIA_FILE = const(0xFFFF)  # bucket too long to copy: read it through the file
 _PTR_MAX = const(64)  # CTZ pointer bytes at the start of a block, at most
 _NEWEST = const(4095)  # keep-rank of an entry without expiry
 _RBUF_RECS = const(64)
-_W_OUT = const(192)
-_W_DEL = const(256)
-_W_DIR = const(384)
-_W_END = const(448)
-_WORK = const(448)
-_FLASH_MARGIN = const(16384)
 _S_Q = const(1)
 _S_CNT = const(2)
 _S_REC = const(3)  # file offset of the section's records
@@ -78,6 +72,13 @@ _G_BASE = const(2)
 _G_TOTAL = const(3)
 _G_HAVE = const(4)
 _G_SYNCED = const(5)
+# work buffer of a commit: writer | directory writer | delta reader | directory reader
+_W_OUT = const(192)
+_W_DEL = const(256)
+_W_DIR = const(384)
+_W_END = const(448)
+_WORK = const(448)
+_FLASH_MARGIN = const(16384)
 
 
 class _Reader:
