@@ -59,4 +59,5 @@ def test_a_day_of_work_fits_the_board_heap(board, emulated_board):
     used, free = int(st["heap_used"]), int(st["heap_free"])
     assert used + free <= cap  # the unix port really ran under the board's cap
     assert outcomes == ["APPROVED_OFFLINE"] * 3 + ["DECLINED_OFFLINE"]
+    assert st["list_entries"] == "2000" and st["list_direct_reads"] == "yes"
     assert batch.count == 4

@@ -60,14 +60,20 @@ def test_list_push_and_status(hw):
     link, _, ring = hw
     key_id, list_key = ring.list_key()
     status = parse_kv(link.call(protocol.CMD_LIST_STATUS).decode())
-    built = listbuild.build_full("1,4980000000000666,add\n",
+    # a few flash blocks of entries, so that lookups read the board's flash blocks
+    # directly through nl.dir (board file's open_flash())
+    csv = "1,4980000000000666,add\n" + "".join("1,35%014d,add\n" % i for i in range(3000))
+    built = listbuild.build_full(csv,
                                  version=int(status["list_version"]) + 1, issuers={1: None},
                                  list_key=list_key, key_id=key_id,
                                  capacity=int(status["list_capacity"]),
                                  today=listbuild.day_number(datetime.date.today()))
     h = nl.parse_header(built.data[:nl.HEADER_LEN])
     summary = push_list(link, built.data, h[0], h[1], h[2])
-    assert summary.entries == 1
+    assert summary.entries == 3001
+    status = parse_kv(link.call(protocol.CMD_LIST_STATUS).decode())
+    assert status["list_entries"] == "3001"
+    assert status["list_direct_reads"] == "yes", status
 
 
 def test_tap_a_card_on_the_pn532_and_pull_the_batch(hw):
