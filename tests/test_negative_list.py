@@ -878,6 +878,33 @@ print("bad", bad, nb)
     assert out == ["True -1", "bad 0 74"]
 
 
+def test_unix_port_direct_reads_small_lists(mpy, mpydir, tmp_path):
+    # A list of a few entries is an inline LittleFS file (kept in its directory's
+    # metadata, no blocks of its own): lookups read it through the file and status
+    # says why. From one flash block on, lookups read the blocks directly.
+    files = []
+    for n in (1, 100, 700):
+        keys = keyset(n, 80 + n)
+        (tmp_path / ("l%d.bin" % n)).write_bytes(full_bytes({257: [(k, 0) for k in keys]}, n))
+        (tmp_path / ("k%d.bin" % n)).write_bytes(b"".join(keys))
+        files.append((n, str(tmp_path / ("l%d.bin" % n)), str(tmp_path / ("k%d.bin" % n))))
+    code = r"""
+for n, lst, kf in %(files)r:
+    bd = fresh(%(img)r)
+    mp = mount(bd)
+    t = nl.NegativeList(mp, CAP, bdev=bd)
+    err = push_file(t, nl.KIND_FULL, n, 0, lst)
+    found = sum(1 for k in keys(kf) if t.lookup(k, 257, 20400))
+    print(n, err, found, t.status()["direct_reads"], t.direct_error)
+    t.close()
+    umount(mp)
+"""
+    out = run_mpy(mpy, code, heap="128k", mpydir=str(mpydir), blocks=32, cap=CAP,
+                  img=str(tmp_path / "i.img"), files=files)
+    assert out == ["1 None 1 False list file too small for direct reads",
+                   "100 None 100 True None", "700 None 700 True None"]
+
+
 def test_unix_port_direct_reads_every_bucket_kind(mpy, mpydir, tmp_path, term):
     # Buckets of every placement: read in place, read through a window ending at the
     # bucket, copied into nl.dir (straddling two blocks), longer than one read

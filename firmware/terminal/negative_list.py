@@ -370,11 +370,14 @@ def file_blocks(bd, name, arr):
         return -1
     first = bytearray(8)
     with fs.open(name, "rb") as f:
-        f.readinto(first)
         f.seek(size - 1)
         tap.last = -1
-        end = f.read(1)
-    arr[last] = tap.last
+        end = f.read(1)  # the first read of this handle: its cache is empty
+        if tap.last < 0:
+            return -1
+        arr[last] = tap.last
+        f.seek(0)
+        f.readinto(first)
     ptr = bytearray(8)
     for n in range(last, 0, -1):
         bd.readblocks(arr[n], ptr, 0)
