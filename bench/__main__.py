@@ -1,4 +1,4 @@
-"""Run the benchmarks: python -m bench [--quick] [NAME ...]"""
+"""Run the benchmarks: python -m bench [--quick] [--out DIR] [NAME ...]"""
 
 import argparse
 import importlib
@@ -30,6 +30,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     ap.add_argument("names", nargs="*", help="run only these (e.g. negative_list)")
     ap.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    ap.add_argument("--out", type=Path, default=RESULTS,
+                    help="where results.md and results.json go (default: bench/results)")
     args = ap.parse_args(argv)
     pkg = Path(__file__).resolve().parent
     names = sorted(m.name[len("bench_"):] for m in pkgutil.iter_modules([str(pkg)])
@@ -40,7 +42,8 @@ def main(argv=None):
             ap.error("unknown benchmark(s): %s (have: %s)" % (", ".join(sorted(unknown)),
                                                               ", ".join(names)))
         names = args.names
-    RESULTS.mkdir(exist_ok=True)
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
     tables = []
     for name in names:
         print("== bench %s" % name, file=sys.stderr, flush=True)
@@ -53,9 +56,9 @@ def main(argv=None):
         print("   (%s took %.1f s)" % (name, time.monotonic() - t0), file=sys.stderr)
     header = "# Benchmark results\n\n%s, Python %s, %s\n\n" % (
         time.strftime("%Y-%m-%d %H:%M:%S"), platform.python_version(), platform.machine())
-    (RESULTS / "results.md").write_text(header + "\n".join(format_table(t) for t in tables))
-    (RESULTS / "results.json").write_text(json.dumps(tables, indent=1))
-    print("written: %s" % (RESULTS / "results.md"))
+    (out / "results.md").write_text(header + "\n".join(format_table(t) for t in tables))
+    (out / "results.json").write_text(json.dumps(tables, indent=1))
+    print("written: %s" % (out / "results.md"))
 
 
 if __name__ == "__main__":
