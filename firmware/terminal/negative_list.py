@@ -537,13 +537,7 @@ class NegativeList:
         buf = self._rbuf
         n += skip
         while True:  # a window of 16, 32 or 64 records; a long bucket takes more
-            if n <= 16:
-                v = self._v16
-            elif n <= 32:
-                v = self._v32
-            else:
-                v = buf
-            self._bd.readblocks(phys, v, off)
+            self._bd.readblocks(phys, self._view(n), off)
             self.page_reads += 1
             m = n if n < _RBUF_RECS else _RBUF_RECS
             e = _search(buf, skip, m, a, b, c)
@@ -565,22 +559,24 @@ class NegativeList:
         buf = self._rbuf
         while lo < hi:
             n = hi - lo
-            if n <= 16:
-                v = self._v16
-            elif n <= 32:
-                v = self._v32
-            else:
-                v = buf
-                if n > _RBUF_RECS:
-                    n = _RBUF_RECS
+            if n > _RBUF_RECS:
+                n = _RBUF_RECS
             f.seek(t[row + _S_REC] + lo * REC_LEN)
-            f.readinto(v)
+            f.readinto(self._view(n))
             self.page_reads += 1
             e = _search(buf, 0, n, a, b, c)
             if e >= 0 or e > -1 - n:
                 return e
             lo += n  # bucket longer than the buffer: next part
         return -1
+
+    def _view(self, n):
+        # The bucket buffer, or a view of its first 16 or 32 records, to read n records
+        if n <= 16:
+            return self._v16
+        if n <= 32:
+            return self._v32
+        return self._rbuf
 
     def _live(self, row, e, bk, a, b, c, today):
         if e and today and e < today - self.base_day + 1:

@@ -562,51 +562,36 @@ def build_pdir(nl):
     tmp = nl._path(_PTMP)
     buf = bytearray(256)
     ent = bytearray(_PD_LEN)
-    zero = bytes(_PTR_MAX + 16)
     kinds = nl.placed = [0, 0, 0, 0]  # windowed, copied, long (> 64), via the file
     with open(tmp, "wb") as f:
         pos = 0
-        for spill in (False, True):
-            cur = [nent, ctz_ptrs(nent)]
-            k = 0
-            for off, cnt in _buckets(nl, buf):
-                phys, at, info, moved = _place(nl, chain, off, cnt, cur)
-                if not spill:
-                    if info == _VIA_FILE:
-                        kinds[3] += 1
-                    elif moved:
-                        kinds[1] += 1
-                    elif info >> 10:
-                        kinds[0] += 1
-                    elif cnt > _RBUF_RECS:
-                        kinds[2] += 1
-                    blk = k // per
-                    to = ctz_start(blk, bs) + (k - blk * per) * _PD_LEN
-                elif moved:
-                    to = ctz_start(phys & 0x7FFF, bs) + at - ctz_ptrs(phys & 0x7FFF)
-                else:
-                    k += 1
-                    continue
-                while pos < to:
-                    n = min(to - pos, len(zero))
-                    f.write(zero[:n])
-                    pos += n
-                if not spill:
-                    struct.pack_into("<HHH", ent, 0, phys, at, info)
-                    f.write(ent)
-                    pos += _PD_LEN
-                else:  # copy the bucket's records
-                    nl._f.seek(off)
-                    n = nl._f.readinto(memoryview(nl._rbuf)[: cnt * REC_LEN])
-                    f.write(memoryview(nl._rbuf)[:n])
-                    pos += n
-                k += 1
-            if not spill:
-                to = ctz_start(nent, bs)
-                while pos < to:
-                    n = min(to - pos, len(zero))
-                    f.write(zero[:n])
-                    pos += n
+        cur = [nent, ctz_ptrs(nent)]
+        for k, (off, cnt) in enumerate(_buckets(nl, buf)):  # the entries
+            phys, at, info, moved = _place(nl, chain, off, cnt, cur)
+            if info == _VIA_FILE:
+                kinds[3] += 1
+            elif moved:
+                kinds[1] += 1
+            elif info >> 10:
+                kinds[0] += 1
+            elif cnt > _RBUF_RECS:
+                kinds[2] += 1
+            blk = k // per
+            pos = _pad(f, pos, ctz_start(blk, bs) + (k - blk * per) * _PD_LEN)
+            struct.pack_into("<HHH", ent, 0, phys, at, info)
+            f.write(ent)
+            pos += _PD_LEN
+        pos = _pad(f, pos, ctz_start(nent, bs))
+        cur = [nent, ctz_ptrs(nent)]
+        for off, cnt in _buckets(nl, buf):  # the copies, where _place put them
+            phys, at, _, moved = _place(nl, chain, off, cnt, cur)
+            if moved:
+                blk = phys & 0x7FFF
+                pos = _pad(f, pos, ctz_start(blk, bs) + at - ctz_ptrs(blk))
+                nl._f.seek(off)
+                n = nl._f.readinto(memoryview(nl._rbuf)[: cnt * REC_LEN])
+                f.write(memoryview(nl._rbuf)[:n])
+                pos += n
         tr = struct.pack(_PD_TRL, _PD_MAGIC, nl._size, nl._tcrc, 0)[:12]
         f.write(tr + struct.pack("<I", crc32(tr)))
     if cur[0] + 1 > len(nl._pd):
@@ -615,6 +600,18 @@ def build_pdir(nl):
             cur[0] + 1, len(nl._pd))
     os.rename(tmp, nl._path(_PDIR))
     return None
+
+
+_ZERO = bytes(_PTR_MAX + 16)
+
+
+def _pad(f, pos, to):
+    # zeros from file offset pos up to to (within a block: at most _PTR_MAX + 6)
+    while pos < to:
+        n = min(to - pos, len(_ZERO))
+        f.write(_ZERO[:n])
+        pos += n
+    return pos
 
 
 def _install(nl, path):

@@ -126,6 +126,12 @@ class VelocityTable:
         self._ix = HEADER_LEN
         self._en = HEADER_LEN + 2 * self._slots
         self.buf = bytearray(buffer_len(capacity))
+        self._clear()
+        self._victim_lossy = False
+        self.dirty = False
+
+    def _clear(self):
+        # The header's fields for an empty table (the buffer is the caller's).
         self.count = 0
         self.evictions = 0
         self.lossy_evictions = 0
@@ -133,8 +139,6 @@ class VelocityTable:
         self._lost = False
         self._lost_day = 0
         self._lost_time = 0
-        self._victim_lossy = False
-        self.dirty = False
 
     # -- index -----------------------------------------------------------------
 
@@ -473,12 +477,6 @@ class VelocityTable:
         b = self.buf
         for i in range(len(b)):
             b[i] = 0
-        self.count = 0
-        self.evictions = 0
-        self.lossy_evictions = 0
-        self._hand = 0
-        self._lost = False
-        self._lost_day = 0
-        self._lost_time = 0
+        self._clear()
         self.dirty = True
         return message
