@@ -31,7 +31,7 @@ from terminal.velocity import VelocityTable, business_day, calendar_day
 
 # Indices and codes of terminal.params, terminal.issuers and terminal.card, as
 # private consts so the compiler folds them (no RAM, no lookups on the tap
-# path). tests/test_decision.py pins each one to its module's public name.
+# path). tests/test_consts.py pins each one to its module's public name.
 _P_FLOOR_LIMIT = const(0)
 _P_DAILY_OFFLINE_CAP = const(1)
 _P_CUMULATIVE_OFFLINE_CAP = const(2)
