@@ -1,5 +1,6 @@
-"""Memory budget per board: the firmware with each board file's capacities runs a
-full cycle in the MicroPython unix port under that board's heap cap.
+"""Per board: the firmware and the board file compile with mpy-cross for the
+board's -march, and the firmware with the board file's capacities runs a full
+cycle in the MicroPython unix port under that board's heap cap.
 
 The cycle is what a terminal does in a day: keys provisioned, the clock set, a
 negative list pushed and installed (its nl.dir written), sales tapped (card
@@ -61,3 +62,24 @@ def test_a_day_of_work_fits_the_board_heap(board, emulated_board):
     assert outcomes == ["APPROVED_OFFLINE"] * 3 + ["DECLINED_OFFLINE"]
     assert st["list_entries"] == "2000" and st["list_direct_reads"] == "yes"
     assert batch.count == 4
+
+
+@pytest.mark.parametrize("board", BOARDS)
+def test_firmware_and_board_file_compile_with_mpy_cross(board, tmp_path):
+    # What `termctl flash` copies to that board: every firmware module for its -march;
+    # board files and main.py go as source, so compile them too to catch what only
+    # MicroPython's compiler refuses.
+    import subprocess
+    from pathlib import Path
+
+    from host_tools.build import compile_firmware, mpy_cross
+
+    march = board_values(board).get("MPY_MARCH")
+    sizes = compile_firmware(tmp_path / "fw", march=march)
+    assert "terminal/negative_list.mpy" in sizes and "terminal/nl_update.mpy" in sizes
+    root = Path(__file__).resolve().parent.parent
+    for src in (root / "boards" / f"{board}.py", root / "firmware" / "main.py"):
+        cmd = [mpy_cross(), "-o", str(tmp_path / (src.stem + ".mpy"))]
+        cmd += [f"-march={march}"] if march else []
+        proc = subprocess.run(cmd + [str(src)], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
