@@ -6,7 +6,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 BOARD  ?= pico_pn532
 PORT   ?=
-PYTEST_ARGS ?=
+# -n auto: one pytest worker per core (pytest-xdist); PYTEST_ARGS=-n0 runs serially
+PYTEST_ARGS ?= -n auto
 
 .PHONY: all demo test bench lint flash venv clean help
 

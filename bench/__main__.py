@@ -54,12 +54,38 @@ def main(argv=None):
             tables.append(table)
             print(format_table(table), flush=True)
         print("   (%s took %.1f s)" % (name, time.monotonic() - t0), file=sys.stderr)
+    return report(tables, out)
+
+
+def report(tables, out):
+    """Write results.md/.json for `tables` into out; print the goals; returns the
+    exit code: 1 when a goal is missed."""
     header = "# Benchmark results\n\n%s, Python %s, %s\n\n" % (
         time.strftime("%Y-%m-%d %H:%M:%S"), platform.python_version(), platform.machine())
-    (out / "results.md").write_text(header + "\n".join(format_table(t) for t in tables))
+    goals = goals_table(tables)
+    shown = tables + ([goals] if goals["rows"] else [])
+    if goals["rows"]:
+        print(format_table(goals), flush=True)
+    (out / "results.md").write_text(header + "\n".join(format_table(t) for t in shown))
     (out / "results.json").write_text(json.dumps(tables, indent=1))
     print("written: %s" % (out / "results.md"))
+    missed = [g for t in tables for g in t.get("goals", ()) if not g["ok"]]
+    for g in missed:
+        print("bench: goal missed: %s: %s, goal %s" % (g["figure"], g["measured"], g["goal"]),
+              file=sys.stderr)
+    return 1 if missed else 0
+
+
+def goals_table(tables):
+    """Every goal of every table, in one table: figure, measured, goal, met."""
+    rows = []
+    for t in tables:
+        for g in t.get("goals", ()):
+            rows.append([t["bench"], g["figure"], g["measured"], g["goal"],
+                         "yes" if g["ok"] else "**MISSED**"])
+    return {"title": "Goals", "columns": ["bench", "figure", "measured", "goal", "met"],
+            "rows": rows, "bench": "goals"}
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -50,31 +50,51 @@ def mpy_cross() -> str:
 
 
 def compile_firmware(dest: Path, march: str | None = None) -> dict[str, int]:
-    """Compile every firmware module into dest; returns {relative .mpy path: bytes}."""
+    """Compile every firmware module into dest; returns {relative .mpy path: bytes}.
+
+    Safe to call from several processes at once (pytest-xdist workers, two
+    emulators starting): they take turns on a lock file in dest, and every
+    output is written beside its target and renamed over it, so a reader never
+    loads a half-written .mpy.
+    """
+    import fcntl
+
     dest.mkdir(parents=True, exist_ok=True)
+    with open(dest / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _compile_locked(dest, march)
+
+
+def _compile_locked(dest: Path, march: str | None) -> dict[str, int]:
     sizes: dict[str, int] = {}
-    for src in sorted(FIRMWARE.rglob("*.py")):
+    sources = sorted(FIRMWARE.rglob("*.py"))
+    for src in sources:
         rel = src.relative_to(FIRMWARE)
         if rel.as_posix() == "main.py":
             target = dest / rel
             if not target.exists() or target.stat().st_mtime < src.stat().st_mtime:
-                shutil.copyfile(src, target)
+                tmp = target.with_name(target.name + ".tmp")
+                shutil.copyfile(src, tmp)
+                tmp.replace(target)
             sizes[rel.as_posix()] = target.stat().st_size
             continue
         out = dest / rel.with_suffix(".mpy")
         out.parent.mkdir(parents=True, exist_ok=True)
         if not out.exists() or out.stat().st_mtime < src.stat().st_mtime:
-            cmd = [mpy_cross(), "-o", str(out), "-s", rel.as_posix()]
+            tmp = out.with_name(out.name + ".tmp")
+            cmd = [mpy_cross(), "-o", str(tmp), "-s", rel.as_posix()]
             if march:
                 cmd.append(f"-march={march}")
             cmd.append(str(src))
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
+                tmp.unlink(missing_ok=True)
                 raise ToolError(f"mpy-cross failed on {rel}: {proc.stderr.strip()}")
+            tmp.replace(out)
         sizes[rel.with_suffix(".mpy").as_posix()] = out.stat().st_size
     # A module deleted from the source must not linger in the build.
+    wanted = {p.relative_to(FIRMWARE).as_posix() for p in sources}
     for old in dest.rglob("*.mpy"):
-        if old.relative_to(dest).with_suffix(".py").as_posix() not in {
-                p.relative_to(FIRMWARE).as_posix() for p in FIRMWARE.rglob("*.py")}:
+        if old.relative_to(dest).with_suffix(".py").as_posix() not in wanted:
             old.unlink()
     return sizes

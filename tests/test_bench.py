@@ -20,3 +20,29 @@ def test_every_benchmark_runs_quick(tmp_path):
     assert {t["bench"] for t in tables} == set(names)
     assert all(t["rows"] for t in tables)
     assert (tmp_path / "results.md").read_text().count("### ") == len(tables)
+
+
+def test_a_missed_goal_fails_the_bench(tmp_path, capsys):
+    from bench import goal
+    from bench.__main__ import report
+
+    met = {"title": "t", "columns": ["a"], "rows": [[1]], "bench": "x",
+           "goals": [goal("reads per lookup", 2.0, "<=", 2, fmt="%.2f")]}
+    assert report([met], tmp_path) == 0
+    missed = dict(met, goals=[goal("reads per lookup", 2.5, "<=", 2, fmt="%.2f")])
+    assert report([met, missed], tmp_path) == 1
+    out = capsys.readouterr()
+    assert "goal missed: reads per lookup: 2.50, goal <= 2.00" in out.err
+    md = (tmp_path / "results.md").read_text()
+    assert "### Goals" in md and "**MISSED**" in md
+
+
+def test_goal_ops():
+    import pytest
+
+    from bench import goal
+
+    assert goal("f", 5, "<", 6)["ok"] and not goal("f", 6, "<", 6)["ok"]
+    assert goal("f", 6, ">=", 6)["ok"] and not goal("f", 5, ">=", 6)["ok"]
+    with pytest.raises(ValueError):
+        goal("f", 1, "=<", 2)
