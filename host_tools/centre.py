@@ -350,6 +350,21 @@ class Centre:
             raise
         self.hasher = TokenHasher(self.list_key)
 
+    @classmethod
+    def for_deployment(cls, db_path: str | Path, ring) -> Centre:
+        """The centre keyed with the deployment's list key (from the keyring) and knowing
+        its issuers, so the lists it builds match what terminals hash."""
+        from host_tools.keyring import BENCH_ISSUERS
+
+        key_id, list_key = ring.list_key()
+        centre = cls(db_path, list_key=list_key, key_id=key_id)
+        known = {row["id"] for row in centre.issuers()}
+        names = dict(BENCH_ISSUERS)
+        for issuer in ring.deployment()["issuers"]:
+            if int(issuer) not in known:
+                centre.add_issuer(int(issuer), names.get(int(issuer), f"issuer {issuer}"))
+        return centre
+
     def __enter__(self) -> Centre:
         return self
 

@@ -259,3 +259,31 @@ def detach(board: str, flash: Path, heap: int | None, timeout: float = 30.0,
         raise ToolError("emulated board failed to start: "
                         + (tail.splitlines()[-1] if tail else f"exit {proc.returncode}"))
     return json.loads(line)
+
+
+def announce_to_launcher(emu: Emulator) -> None:
+    """Tell detach() (our parent, reading stdout) that the board is up, then let go of
+    stdout so the launcher's pipe closes."""
+    print(json.dumps({"port": emu.port, "pid": os.getpid(), "boot_ms": emu.boot_ms,
+                      "terminal_id": "%08x" % emu.terminal_id}), flush=True)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+
+
+def stop_detached(flash: Path, timeout: float = 5.0) -> int:
+    """Stop the detached emulator running on `flash`; returns its pid."""
+    st = state_path(flash)
+    if not st.exists():
+        raise ToolError(f"no detached emulator runs on {flash}")
+    pid = json.loads(st.read_text())["pid"]
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        st.unlink()
+        raise ToolError(f"emulator pid {pid} is gone; removed its stale state file") from None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not st.exists():
+            return pid
+        time.sleep(0.05)
+    raise ToolError(f"emulator pid {pid} did not stop within {timeout:g} s")

@@ -77,6 +77,35 @@ def push_list(link, data: bytes, kind: int, version: int, base_version: int,
                        kv.get("overflowing", ""))
 
 
+def list_status(link) -> dict[str, str]:
+    """What the terminal's list holds (`termctl list status`)."""
+    return protocol_kv(link.call(protocol.CMD_LIST_STATUS).decode())
+
+
+def push_list_file(link, path) -> PushSummary:
+    """Push a list file from `termctl list build` / `centre next-list`, after checking
+    it is a list and that a full list fits the terminal."""
+    from pathlib import Path
+
+    from host_tools.listbuild import decode as decode_list
+    from terminal import negative_list as nl
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise ToolError(f"cannot read {path}: {e.strerror}") from None
+    head = nl.parse_header(data[:nl.HEADER_LEN])
+    if head is None:
+        raise ToolError(f"{path} is not a list file (bad header)")
+    kind, version, base, _day, _key_id = head
+    entries = decode_list(data).entries()
+    capacity = int(list_status(link)["list_capacity"])
+    if kind == nl.KIND_FULL and entries > capacity:
+        raise ToolError(f"{path}: {entries} entries, the terminal holds {capacity}: "
+                        "not sent")
+    return push_list(link, data, kind, version, base)
+
+
 def protocol_kv(text: str) -> dict[str, str]:
     from host_tools.link import parse_kv
 
@@ -144,4 +173,5 @@ def ack_batch(link, batch_id: int) -> str:
     return link.call_signed(protocol.CMD_BATCH_ACK, struct.pack("<I", batch_id)).decode()
 
 
-__all__ = ["push_list", "pull_batch", "ack_batch", "Batch", "PushSummary", "frame"]
+__all__ = ["push_list", "push_list_file", "list_status", "pull_batch", "ack_batch", "Batch",
+           "PushSummary", "frame"]

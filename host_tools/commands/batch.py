@@ -1,0 +1,50 @@
+"""termctl batch pull: pull, store and acknowledge the clearing batch."""
+
+from __future__ import annotations
+
+from host_tools.errors import ToolError
+
+
+def argparse_batch(sub):
+    p = sub.add_parser("batch", help="pull and acknowledge the clearing batch",
+                       description="Close the terminal's batch, read every record not yet "
+                       "acknowledged, check the batch MAC, store the records (centre "
+                       "database, CSV, JSONL), then acknowledge so the terminal frees them. "
+                       "Safe to repeat: the centre de-duplicates by terminal and sequence.")
+    bsub = p.add_subparsers(dest="batch_cmd", required=True)
+    pull = bsub.add_parser("pull", help="pull, store, acknowledge")
+    pull.add_argument("--centre", default=None, metavar="DB", help="centre database to fill")
+    pull.add_argument("--csv", default=None, help="also write the records as CSV")
+    pull.add_argument("--jsonl", default=None, help="also write the records as JSON lines")
+    pull.add_argument("--no-ack", action="store_true",
+                      help="do not acknowledge (the terminal keeps the records)")
+
+
+def do_batch(state, args):
+    from host_tools import recordfile
+    from host_tools.centre import Centre
+    from host_tools.transfer import ack_batch, pull_batch
+
+    if not (args.centre or args.csv or args.jsonl or args.no_ack):
+        raise ToolError("batch pull needs somewhere to store the records before they are "
+                        "acknowledged: --centre DB, --csv FILE or --jsonl FILE "
+                        "(or --no-ack to only look)")
+    t = state.link()
+    batch = pull_batch(t)
+    stored = []
+    if args.centre:
+        centre = Centre.for_deployment(args.centre, state.keyring())
+        inserted, dup = centre.ingest_clearing(batch.terminal_id, batch.records)
+        stored.append(f"centre: {inserted} new, {dup} already there")
+    if args.csv:
+        recordfile.append_csv(args.csv, batch.records)
+        stored.append(f"csv: {args.csv}")
+    if args.jsonl:
+        recordfile.append_jsonl(args.jsonl, batch.records)
+        stored.append(f"jsonl: {args.jsonl}")
+    print(f"batch {batch.batch_id}: {batch.count} records (seq {batch.first_seq}.."
+          f"{batch.first_seq + batch.count - 1}), {batch.wire_bytes} bytes on the wire, "
+          f"{batch.seconds:.2f} s; " + "; ".join(stored or ["not stored"]))
+    if not args.no_ack:
+        print(f"acknowledged: {ack_batch(t, batch.batch_id)}")
+    return 0

@@ -1,0 +1,54 @@
+"""termctl card present: emulate a FeliCa card with nfcpy until a reader reads it."""
+
+from __future__ import annotations
+
+import sys
+
+from host_tools.errors import ToolError
+
+
+def argparse_card(sub):
+    p = sub.add_parser(
+        "card", help="present a card to a terminal's reader (nfcpy card emulation)",
+        description="Emulate the FeliCa card of TOKEN with nfcpy until a reader has read it "
+        "(--taps times). On the emulated board the RF field is nfcpy's UDP link: give the "
+        "--rf-port the board was started with. The card's image comes from --wallet (issued "
+        "on first use) and the counters the terminal writes back are saved there, so the "
+        "same card carries its counters from terminal to terminal.")
+    csub = p.add_subparsers(dest="card_cmd", required=True)
+    c = csub.add_parser("present", help="emulate the card until it is read")
+    c.add_argument("--token", required=True)
+    c.add_argument("--issuer", type=int, default=1)
+    c.add_argument("--product", default="credit", choices=["credit", "prepaid", "debit"])
+    c.add_argument("--expiry", default=None, help="card expiry YYYY-MM for a new card")
+    c.add_argument("--wallet", default="wallet.json", help="JSON wallet (default wallet.json)")
+    c.add_argument("--rf-port", type=int, default=None,
+                   help="the emulated board's RF UDP port (emulated board)")
+    c.add_argument("--device", default=None,
+                   help="an nfcpy device path instead, e.g. usb:054c:06c3 (bench reader)")
+    c.add_argument("--taps", type=int, default=1, help="taps to serve (default 1)")
+    c.add_argument("--timeout", type=float, default=60.0, help="give up after seconds")
+
+
+def do_card(state, args):
+    from host_tools.cardemu import CardEmulator
+    from host_tools.wallet import Wallet, card_memory, describe
+
+    if not (args.rf_port or args.device):
+        raise ToolError("give --rf-port (emulated board) or --device (nfcpy reader)")
+    wallet = Wallet.open(args.wallet)
+    image = wallet.card(args.token, args.issuer, args.product, state.keyring(), args.expiry)
+    memory = card_memory(args.token, image)
+    device = args.device or f"udp:127.0.0.1:{args.rf_port}"
+    with CardEmulator(memory, device) as card:
+        print(f"card {args.token} on {device}: waiting for a reader ...", file=sys.stderr,
+              flush=True)
+        served = card.serve(taps=args.taps, timeout=args.timeout)
+    wallet.store(args.token, bytes(memory.image[:len(image)]))
+    wallet.save()
+    if not served:
+        raise ToolError(f"no reader read the card within {args.timeout:g} s")
+    d = describe(bytes(memory.image[:len(image)]))
+    print(f"card {args.token}: read {served} time(s); counters now atc {d['atc']}, "
+          f"offline today {d['offline_today']}, since online {d['offline_since_online']}")
+    return 0

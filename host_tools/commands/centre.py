@@ -1,0 +1,149 @@
+"""termctl centre: cards, blocks, reports, the fraud detector, the next list, serve."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+from pathlib import Path
+
+from host_tools.commands.common import board_value
+from host_tools.errors import ToolError
+
+
+def argparse_centre(sub):
+    p = sub.add_parser(
+        "centre", help="the centre: cards, blocks, reports, the fraud detector, next list",
+        description="The authorisation and clearing centre on SQLite (--db, default "
+        "$TERMCTL_CENTRE or .termctl/centre.db). `termctl sale --centre DB` uses it for "
+        "online authorisation and `termctl batch pull --centre DB` fills its clearing.")
+    p.add_argument("--db", default=os.environ.get("TERMCTL_CENTRE", ".termctl/centre.db"),
+                   help="centre database file")
+    csub = p.add_subparsers(dest="centre_cmd", required=True)
+    a = csub.add_parser("add-card", help="issue a card/token")
+    a.add_argument("token")
+    a.add_argument("--issuer", type=int, default=1)
+    a.add_argument("--product", default="credit", choices=["credit", "prepaid", "debit"])
+    a.add_argument("--balance", type=int, default=None, help="prepaid/debit balance, yen")
+    a.add_argument("--credit-limit", type=int, default=None,
+                   help="credit limit, yen (credit cards; default 300,000)")
+    a.add_argument("--expiry", default=None, help="YYYY-MM-DD")
+    b = csub.add_parser("block", help="block a token (reported stolen)")
+    b.add_argument("token")
+    b.add_argument("--reason", default="reported")
+    r = csub.add_parser("report", help="per day: offline/online counts and amounts, declines")
+    r.add_argument("--from", dest="from_day", default=None, help="YYYY-MM-DD (default: 6 days "
+                   "before --to)")
+    r.add_argument("--to", dest="to_day", default=None, help="YYYY-MM-DD (default today)")
+    d = csub.add_parser("detect", help="run the fraud detector over the clearing for a day")
+    d.add_argument("--day", default=None, help="YYYY-MM-DD (default today)")
+    sv = csub.add_parser(
+        "serve", help="serve a terminal: POS console, online authorisation, clearing",
+        description="Hold the terminal's port (--port): read sale amounts from standard "
+        "input (one per line; the terminal then waits for a card on its reader), answer the "
+        "online requests those sales raise from the centre, and pull the terminal's clearing "
+        "into the centre every --pull-every seconds and on the line 'pull'. 'quit' or end "
+        "of input stops.")
+    sv.add_argument("--pull-every", type=float, default=300.0, help="seconds between pulls")
+    sv.add_argument("--wait", type=float, default=30.0, help="seconds to wait for a card")
+    n = csub.add_parser("next-list", help="build the next full negative list from the centre")
+    n.add_argument("--out", required=True, help="list file to write")
+    n.add_argument("--version", type=int, required=True, help="list version")
+    n.add_argument("--day", default=None, help="YYYY-MM-DD (default today)")
+    n.add_argument("--board", default="emulator", help="board whose capacity bounds the list")
+
+
+def do_centre(state, args):
+    from host_tools.centre import Centre
+
+    Path(args.db).parent.mkdir(parents=True, exist_ok=True)
+    c = Centre.for_deployment(args.db, state.keyring())
+    return _HANDLERS[args.centre_cmd](state, args, c)
+
+
+def _today() -> int:
+    from host_tools.centre import as_day
+
+    return as_day(dt.date.today())
+
+
+def _add_card(state, args, c):
+    known = sorted(row["id"] for row in c.issuers())
+    if args.issuer not in known:
+        raise ToolError(f"unknown issuer {args.issuer} (the centre has "
+                        f"{', '.join(map(str, known))})")
+    limit = args.credit_limit
+    if args.product == "credit" and limit is None:
+        limit = 300_000
+    balance = args.balance
+    if args.product != "credit" and balance is None:
+        balance = 0
+    c.add_card(args.token, args.issuer, args.product, balance=balance,
+               credit_limit=limit, expiry=args.expiry)
+    money = f"credit limit {limit:,}" if args.product == "credit" else f"balance {balance:,}"
+    print(f"card {args.token}: issuer {args.issuer} {args.product}, {money} yen")
+    return 0
+
+
+def _block(state, args, c):
+    c.block(args.token, int(time.time()), args.reason)
+    print(f"blocked {args.token}: it goes on the next negative list")
+    return 0
+
+
+def _report(state, args, c):
+    from host_tools.centre import as_day
+
+    hi = as_day(args.to_day) if args.to_day else _today()
+    lo = as_day(args.from_day) if args.from_day else hi - 6
+    rows = c.report(lo, hi)
+    if not rows:
+        print("no days")
+        return 0
+    cols = list(rows[0])
+    print("  ".join(f"{k:>14}" for k in cols))
+    for row in rows:
+        print("  ".join(f"{row[k]!s:>14}" for k in cols))
+    return 0
+
+
+def _serve(state, args, c):
+    from host_tools import console
+
+    return console.serve(state.link(), c, args.pull_every, args.wait)
+
+
+def _detect(state, args, c):
+    from host_tools.centre import as_day, day_text
+    from host_tools.detector import Detector
+
+    day = as_day(args.day) if args.day else _today()
+    findings = Detector(c).run(day)
+    for f in findings:
+        print(f"{f.kind:<20} {f.masked_token:<10} issuer {f.issuer}: {f.summary}")
+    print(f"{len(findings)} finding(s) for {day_text(day)}")
+    return 0
+
+
+def _next_list(state, args, c):
+    from host_tools import listbuild
+    from host_tools.centre import as_day
+    from host_tools.detector import Detector
+
+    day = as_day(args.day) if args.day else _today()
+    nxt = Detector(c).next_negative_list(day)
+    key_id = state.keyring().list_key()[0]
+    data = listbuild.encode_full(nxt.sections(), version=args.version, base_day=day,
+                                 key_id=key_id, quotas=nxt.quotas,
+                                 capacity=board_value(args.board, "LIST_CAPACITY"))
+    Path(args.out).write_bytes(data)
+    over = {i: len(v) for i, v in nxt.overflow.items() if v}
+    print(f"list v{args.version}: {len(nxt.entries)} entries, {len(data)} bytes -> "
+          f"{args.out}" + (f"; over quota (not listed): {over}" if over else ""))
+    for note in nxt.notes:
+        print(f"  {note}")
+    return 0
+
+
+_HANDLERS = {"add-card": _add_card, "block": _block, "report": _report, "serve": _serve,
+             "detect": _detect, "next-list": _next_list}

@@ -1,0 +1,50 @@
+"""termctl params show / set: the terminal's parameters."""
+
+from __future__ import annotations
+
+from host_tools.errors import ToolError
+
+
+def argparse_params(sub):
+    p = sub.add_parser("params", help="show or set the terminal's parameters",
+                       description="Parameters are integers (amounts in yen). `set` checks "
+                       "every value first: one bad value and nothing changes. Authenticated.")
+    psub = p.add_subparsers(dest="params_cmd", required=True)
+    psub.add_parser("show", help="list every parameter and its value")
+    s = psub.add_parser("set", help="set KEY=VALUE ... atomically")
+    s.add_argument("assignments", nargs="+", metavar="KEY=VALUE")
+
+
+def do_params(state, args):
+    if args.params_cmd == "show":
+        return _show(state.link())
+    changes = parse_assignments(args.assignments)
+    print(f"params set ({state.link().set_params(changes)})")
+    return 0
+
+
+def parse_assignments(assignments: list[str]) -> dict[str, int]:
+    changes = {}
+    for a in assignments:
+        k, eq, v = a.partition("=")
+        if not eq or not k:
+            raise ToolError(f"expected KEY=VALUE, got {a!r}")
+        try:
+            changes[k] = int(v.replace("_", ""))
+        except ValueError:
+            raise ToolError(f"{k}: {v!r} is not an integer") from None
+    return changes
+
+
+def _show(t) -> int:
+    from host_tools.paramdoc import MEANING
+    from terminal.params import TABLE
+
+    values = t.params()
+    print(f"version {values.pop('version', 0)}")
+    ranges = {row[0]: f"{row[2]}..{row[3]}" for row in TABLE}
+    for k, v in values.items():
+        rng = ranges.get(k, "")
+        note = MEANING.get(k, "")
+        print(f"{k:<28} {v:>10}   {rng:<14} {note}")
+    return 0

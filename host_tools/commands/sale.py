@@ -1,0 +1,49 @@
+"""termctl sale: play the POS, with the centre answering online requests."""
+
+from __future__ import annotations
+
+import sys
+
+
+def argparse_sale(sub):
+    p = sub.add_parser(
+        "sale", help="play the POS: ask the terminal for a sale",
+        description="Ask for a sale of AMOUNT yen. With --token the card is injected "
+        "(bench, no RF): its image comes from --wallet (issued on first use) and its new "
+        "counters go back there. With --centre DB the online requests the sale raises are "
+        "answered by the centre; without, the terminal cannot go online and the issuer's "
+        "default action decides.")
+    p.add_argument("amount", type=int, help="amount in yen")
+    p.add_argument("--token", default=None,
+                   help="inject this card (bench, no RF); without it the terminal reads a "
+                   "card over RF (termctl card present), waiting --wait seconds")
+    p.add_argument("--wait", type=float, default=10.0, help="seconds to wait for a card on RF")
+    p.add_argument("--issuer", type=int, default=1, help="issuer id (default 1)")
+    p.add_argument("--product", default="credit", choices=["credit", "prepaid", "debit"])
+    p.add_argument("--expiry", default=None, help="card expiry YYYY-MM for a new card")
+    p.add_argument("--wallet", default=None, help="JSON wallet keeping the card's counters")
+    p.add_argument("--centre", default=None, metavar="DB", help="centre database (SQLite)")
+    p.epilog = "exit status: 0 approved, 3 declined, 1 error"
+
+
+def do_sale(state, args):
+    from host_tools.centre import Centre
+    from host_tools.pos import run_sale
+    from host_tools.wallet import Wallet
+
+    wallet = Wallet.open(args.wallet)
+    centre = Centre.for_deployment(args.centre, state.keyring()) if args.centre else None
+    t = state.link()
+    image = None
+    if args.token:
+        image = wallet.card(args.token, args.issuer, args.product, t.keyring, args.expiry)
+    else:
+        print(f"waiting up to {args.wait:g} s for a card on the terminal's reader ...",
+              file=sys.stderr, flush=True)
+    result = run_sale(t, args.amount, image, centre=centre, wait_ms=int(args.wait * 1000))
+    state.close()
+    if args.token:
+        wallet.store(args.token, result.card_image)
+        wallet.save()
+    print(result)
+    return 0 if result.approved else 3

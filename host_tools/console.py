@@ -1,0 +1,60 @@
+"""The bench console of `termctl centre serve`: a POS on standard input, the centre
+answering the terminal's online requests, and the clearing pulled periodically.
+
+    serve(link, centre, pull_every=300, wait=30)   # until 'quit' or end of input
+"""
+
+from __future__ import annotations
+
+import select
+import sys
+import time
+
+from host_tools.errors import ToolError
+
+
+def serve(link, centre, pull_every: float, wait: float, stdin=None) -> int:
+    from host_tools.pos import run_sale
+    from host_tools.transfer import ack_batch, pull_batch
+
+    stdin = stdin or sys.stdin
+
+    def pull():
+        batch = pull_batch(link)
+        inserted, dup = centre.ingest_clearing(batch.terminal_id, batch.records)
+        ack_batch(link, batch.batch_id)
+        print(f"clearing: batch {batch.batch_id}, {inserted} new, {dup} already there",
+              flush=True)
+
+    link.set_time(int(time.time()))
+    print(f"serving terminal {link.status()['terminal_id']} on {link.name}: type an amount "
+          "(yen) for a sale, 'pull' for clearing, 'quit' to stop", flush=True)
+    next_pull = time.monotonic() + pull_every
+    while True:
+        ready, _, _ = select.select([stdin], [], [], 1.0)
+        if time.monotonic() >= next_pull:
+            pull()
+            next_pull = time.monotonic() + pull_every
+        if not ready:
+            continue
+        line = stdin.readline()
+        word = line.strip().lower()
+        if not line or word == "quit":
+            pull()
+            return 0
+        if not word:
+            continue
+        if word == "pull":
+            pull()
+            continue
+        try:
+            amount = int(word.replace(",", "").replace("_", ""))
+        except ValueError:
+            print(f"not an amount: {word!r} (an amount in yen, 'pull' or 'quit')",
+                  flush=True)
+            continue
+        try:
+            print(run_sale(link, amount, None, centre=centre, wait_ms=int(wait * 1000)),
+                  flush=True)
+        except ToolError as e:
+            print(f"sale refused: {e}", flush=True)
