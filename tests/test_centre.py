@@ -1,4 +1,4 @@
-"""The centre (host_tools/centre.py): schema, clearing ingestion, online authorisation,
+"""The centre (host_tools/centre/): schema, clearing ingestion, online authorisation,
 blocking and the daily report, on a SQLite file in tmp_path."""
 
 import datetime as dt

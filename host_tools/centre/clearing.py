@@ -1,0 +1,171 @@
+"""Clearing records into the centre: a journal record (dict or 64 bytes) becomes a
+row of the `clearing` table, stored once per (terminal, seq).
+
+    row = clearing_row(terminal_id, rec, cutover_min, now)
+    if insert_clearing(db, row): settle_offline(db, row)
+    else: check_duplicate(db, row, now)   # a differing copy raises clearing_conflict
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from host_tools.centre.alerts import insert_alert
+from host_tools.centre.values import day_of
+from host_tools.errors import ToolError
+from terminal import decision, tap
+from terminal import journal as jr
+
+OFFLINE_CODE = "000000"  # the approval code of every offline decision
+
+# Journal field names (terminal.journal.FIELDS) and the older names of the brief.
+_ALIASES = {
+    "reasons": ("reasons", "reason_bits"),
+    "offline_today": ("offline_amount_today", "offline_today"),
+    "offline_since_online": ("offline_amount_since_online", "offline_since_online"),
+    "offline_count": ("offline_count_since_online", "offline_count"),
+}
+_CORE = ("terminal_id", "seq", "time", "token_hash", "masked_token", "issuer", "amount",
+         "outcome", "outcome_name", "approved", "online", "approval_code", "atc",
+         "last_online_atc", "batch_id")
+_KNOWN = set(_CORE) | {n for names in _ALIASES.values() for n in names}
+CLEARING_COLS = ("terminal_id", "seq", "time", "day", "token_hash", "masked_token", "issuer",
+                 "amount", "outcome", "outcome_name", "approved", "online", "reasons",
+                 "approval_code", "atc", "last_online_atc", "offline_count", "offline_today",
+                 "offline_since_online", "batch_id", "extra", "ingested_at")
+
+
+def classify_outcome(outcome: int, reasons: int, approval_code: str) -> tuple[str, bool, bool]:
+    """(name, approved, online) of a journal outcome: the terminal's final result
+    (terminal.tap APPROVED_OFFLINE / APPROVED_ONLINE / DECLINED_OFFLINE /
+    DECLINED_ONLINE). Offline results with R_UNABLE_ONLINE were decided by the
+    Default mask (Y3/Z3) because the centre could not be reached."""
+    unable = bool(reasons & decision.R_UNABLE_ONLINE)
+    if outcome == tap.APPROVED_OFFLINE:
+        return ("APPROVE_OFFLINE_UNABLE" if unable else "APPROVE_OFFLINE"), True, False
+    if outcome == tap.DECLINED_OFFLINE:
+        return ("DECLINE_UNABLE" if unable else "DECLINE_OFFLINE"), False, False
+    if outcome == tap.APPROVED_ONLINE:
+        return "ONLINE_APPROVED", True, True
+    if outcome == tap.DECLINED_ONLINE:
+        return "ONLINE_DECLINED", False, True
+    return f"OUTCOME_{outcome}", False, False
+
+
+_OUTCOME_CODES = {"APPROVED_OFFLINE": tap.APPROVED_OFFLINE,
+                  "APPROVED_ONLINE": tap.APPROVED_ONLINE,
+                  "DECLINED_OFFLINE": tap.DECLINED_OFFLINE,
+                  "DECLINED_ONLINE": tap.DECLINED_ONLINE}
+
+
+def _field(rec: dict, name: str, default=None):
+    for key in _ALIASES.get(name, (name,)):
+        if key in rec:
+            return rec[key]
+    return default
+
+
+def _text(value, what: str) -> str:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("ascii", "replace")
+    if isinstance(value, str):
+        return value
+    raise ToolError(f"{what} {value!r} is not text")
+
+
+def _hash8(value) -> bytes:
+    if isinstance(value, str):
+        try:
+            value = bytes.fromhex(value)
+        except ValueError:
+            raise ToolError(f"token hash {value!r} is not hex") from None
+    if not isinstance(value, (bytes, bytearray, memoryview)) or len(value) != 8:
+        raise ToolError(f"token hash {value!r} must be 8 bytes")
+    return bytes(value)
+
+
+def _int(rec: dict, name: str, default: int | None = None) -> int | None:
+    v = _field(rec, name, default)
+    if v is None:
+        return None
+    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+        raise ToolError(f"{name} {v!r} must be a non-negative integer")
+    return v
+
+
+def _extras(rec: dict) -> str | None:
+    extra = {k: (bytes(v).hex() if isinstance(v, (bytes, bytearray)) else v)
+             for k, v in rec.items() if k not in _KNOWN}
+    return json.dumps(extra, sort_keys=True, default=str) if extra else None
+
+
+def _outcome(rec: dict) -> tuple[int, str, bool, bool]:
+    raw = _field(rec, "outcome")
+    code = _OUTCOME_CODES.get(raw, raw) if isinstance(raw, str) else raw
+    if not isinstance(code, int) or isinstance(code, bool):
+        raise ToolError(f"outcome {raw!r} is not a decision outcome")
+    reasons = _int(rec, "reasons", 0) or 0
+    name, approved, online = classify_outcome(code, reasons, _approval(rec))
+    # a record that says what happened explicitly wins over the derivation
+    name = rec.get("outcome_name", name)
+    approved = bool(rec.get("approved", approved))
+    online = bool(rec.get("online", online))
+    return code, name, approved, online
+
+
+def _approval(rec: dict) -> str:
+    return _text(_field(rec, "approval_code", OFFLINE_CODE), "approval code")
+
+
+def clearing_row(terminal_id: int, rec: dict | bytes, cutover_min: int, now: int,
+                 batch_id: int | None = None) -> tuple:
+    """One clearing record (a dict from journal.decode, or its 64 raw bytes) as a row
+    of CLEARING_COLS. Unknown fields go to the JSON `extra` column."""
+    if isinstance(rec, (bytes, bytearray, memoryview)):
+        try:
+            rec = jr.decode(bytes(rec))
+        except ValueError as e:
+            raise ToolError(str(e)) from None
+    if not isinstance(rec, dict):
+        raise ToolError(f"a clearing record must be a dict or {jr.RECORD_SIZE} bytes")
+    tid = _int(rec, "terminal_id", terminal_id)
+    if tid != terminal_id:
+        raise ToolError(f"record of terminal {tid:08x} in a batch of terminal {terminal_id:08x}")
+    seq, t, amount = _int(rec, "seq"), _int(rec, "time"), _int(rec, "amount")
+    if seq is None or t is None or amount is None:
+        raise ToolError("a clearing record needs seq, time and amount")
+    code, name, approved, online = _outcome(rec)
+    return (terminal_id, seq, t, day_of(t, cutover_min), _hash8(_field(rec, "token_hash")),
+            _text(_field(rec, "masked_token", ""), "masked token"), _int(rec, "issuer", 0),
+            amount, code, name, int(approved), int(online), _int(rec, "reasons", 0),
+            _approval(rec), _int(rec, "atc"), _int(rec, "last_online_atc"),
+            _int(rec, "offline_count"), _int(rec, "offline_today"),
+            _int(rec, "offline_since_online"), _int(rec, "batch_id", batch_id), _extras(rec),
+            now)
+
+
+def insert_clearing(db: sqlite3.Connection, row: tuple) -> bool:
+    cur = db.execute(f"INSERT OR IGNORE INTO clearing ({', '.join(CLEARING_COLS)}) VALUES "
+                     f"({', '.join('?' * len(CLEARING_COLS))})", row)
+    return cur.rowcount == 1
+
+
+def settle_offline(db: sqlite3.Connection, row: tuple) -> None:
+    # An offline approval reaches the issuer only now: charge it to the card.
+    # (Online approvals were charged when authorised.)
+    if not row[10] or row[11]:
+        return
+    db.execute("UPDATE cards SET balance = balance - ?, credit_used = credit_used + "
+               "CASE WHEN product = 'credit' THEN ? ELSE 0 END WHERE token_hash = ?",
+               (row[7], row[7], row[4]))
+
+
+def check_duplicate(db: sqlite3.Connection, row: tuple, now: int) -> None:
+    cols = CLEARING_COLS[:19]  # the record itself, not batch/extra/ingest time
+    old = db.execute(f"SELECT {', '.join(cols)} FROM clearing WHERE terminal_id = ? "
+                     "AND seq = ?", row[:2]).fetchone()
+    if tuple(old) != row[:19]:
+        changed = [c for c, a, b in zip(cols, tuple(old), row) if a != b]
+        insert_alert(db, now, row[3], "clearing_conflict", f"{row[0]:08x}/{row[1]}",
+                     terminal_id=row[0], detail={"seq": row[1], "fields": changed})
