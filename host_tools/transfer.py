@@ -88,7 +88,7 @@ def push_list_file(link, path) -> PushSummary:
     from pathlib import Path
 
     from host_tools.listbuild import decode as decode_list
-    from terminal import negative_list as nl
+    from terminal import nl_format as nl
 
     try:
         data = Path(path).read_bytes()

@@ -54,7 +54,7 @@ def test_list_push_and_status(hw):
     from host_tools import listbuild
     from host_tools.link import parse_kv
     from host_tools.transfer import push_list
-    from terminal import negative_list as nl
+    from terminal import nl_format as nl
     from terminal import protocol
 
     link, _, ring = hw

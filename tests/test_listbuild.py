@@ -6,7 +6,8 @@ import pytest
 
 from host_tools import listbuild as lb
 from host_tools.errors import ToolError
-from terminal import negative_list as nl
+from terminal import nl_format as nl
+from terminal.negative_list import NegativeList
 from terminal.tokenhash import TokenHasher
 
 KEY = bytes(range(16))
@@ -25,7 +26,7 @@ def delta(text, base, issuers=ISSUERS, capacity=1000, **kw):
 
 
 def install(tmp_path, *lists):
-    t = nl.NegativeList(str(tmp_path), 1000, key_id=1)
+    t = NegativeList(str(tmp_path), 1000, key_id=1)
     for b in lists:
         err = t.begin(b.kind, b.version, b.base_version, len(b.data))
         assert err is None, err

@@ -15,6 +15,7 @@ import pytest
 
 from host_tools import listbuild as lb
 from terminal import negative_list as nl
+from terminal import nl_format as F
 
 FIRMWARE = Path(__file__).resolve().parent.parent / "firmware"
 DAY = 20_400  # 2025-11-08
@@ -58,7 +59,7 @@ def edge_keys(q):
         if 0 <= a - 1:
             absent.add((bk, a - 1, b, c))
     absent -= set(present)
-    j = lambda k: nl.join_key(*k, q)  # noqa: E731
+    j = lambda k: F.join_key(*k, q)  # noqa: E731
     return [j(k) for k in present], [j(k) for k in sorted(absent)]
 
 
@@ -78,22 +79,24 @@ def test_format_helpers_agree_with_host_encoder():
     buf = bytearray(6)
     for _ in range(2000):
         key = rnd.randbytes(8)
-        q = rnd.randrange(0, nl.MAX_BUCKET_BITS + 1)
-        bk, a, b, c = nl.split_key(key, q)
+        q = rnd.randrange(0, F.MAX_BUCKET_BITS + 1)
+        bk, a, b, c = F.split_key(key, q)
+        # the lookup's own copy of the bit reader reads what the format's does
+        assert (nl._bits(key, 0, 0, q), nl._bits(key, 0, q + 24, 12)) == (bk, c)
         fbk, rem = lb._fast_split(key, q)
         assert (fbk, rem) == (bk, (a << 24) | (b << 12) | c)
-        assert nl.split_key(nl.join_key(bk, a, b, c, q), q) == (bk, a, b, c)
-        e = rnd.randrange(0, nl.EXPIRY_MAX + 1)
-        nl.pack_record(buf, 0, a, b, c, e)
-        assert nl.unpack_record(buf, 0) == (a, b, c, e)
+        assert F.split_key(F.join_key(bk, a, b, c, q), q) == (bk, a, b, c)
+        e = rnd.randrange(0, F.EXPIRY_MAX + 1)
+        F.pack_record(buf, 0, a, b, c, e)
+        assert F.unpack_record(buf, 0) == (a, b, c, e)
         assert bytes(buf) == ((rem << 12) | e).to_bytes(6, "big")
-    assert [nl.bucket_bits(n) for n in (0, 32, 33, 1000, 100_000, 1_000_000)] == [
+    assert [F.bucket_bits(n) for n in (0, 32, 33, 1000, 100_000, 1_000_000)] == [
         0, 0, 1, 5, 12, 15]
-    h = nl.pack_header(nl.KIND_DELTA, 7, 6, DAY, 3)
-    assert len(h) == nl.HEADER_LEN and nl.parse_header(h) == (nl.KIND_DELTA, 7, 6, DAY, 3)
-    assert nl.parse_header(h[:-1] + bytes([h[-1] ^ 1])) is None
-    assert nl.expiry_code(0, DAY) == 0 and nl.expiry_code(DAY, DAY) == 1
-    assert nl.expiry_code(DAY - 1, DAY) == -1 and nl.expiry_code(DAY + 4094, DAY) == -2
+    h = F.pack_header(F.KIND_DELTA, 7, 6, DAY, 3)
+    assert len(h) == F.HEADER_LEN and F.parse_header(h) == (F.KIND_DELTA, 7, 6, DAY, 3)
+    assert F.parse_header(h[:-1] + bytes([h[-1] ^ 1])) is None
+    assert F.expiry_code(0, DAY) == 0 and F.expiry_code(DAY, DAY) == 1
+    assert F.expiry_code(DAY - 1, DAY) == -1 and F.expiry_code(DAY + 4094, DAY) == -2
 
 
 def test_full_list_bytes_per_entry():
@@ -112,7 +115,7 @@ def test_lookup_edges(term):
     data = full_bytes({257: [(k, 0) for k in present], 300: [(k, 0) for k in absent]}, 1,
                       quotas={257: 512, 300: 512})
     t = term()
-    assert push(t, nl.KIND_FULL, 1, 0, data) is None
+    assert push(t, F.KIND_FULL, 1, 0, data) is None
     assert t.status()["issuers"][0] == (257, len(present), 0)
     assert all(t.lookup(k, 257, DAY) for k in present)
     assert not any(t.lookup(k, 257, DAY) for k in absent)
@@ -125,14 +128,14 @@ def test_lookup_edges(term):
 def test_lookup_across_flash_blocks_and_long_bucket(term):
     # 3000 entries span several 4 KB blocks; one bucket holds 150 (longer than a read)
     keys = keyset(3000, 2)
-    q = nl.bucket_bits(3000)
-    crowd = sorted(nl.join_key(5, a, 7, 9, q) for a in range(100, 400, 2))
+    q = F.bucket_bits(3000)
+    crowd = sorted(F.join_key(5, a, 7, 9, q) for a in range(100, 400, 2))
     data = full_bytes({257: [(k, 0) for k in keys + crowd]}, 1)
     t = term()
-    assert push(t, nl.KIND_FULL, 1, 0, data) is None
+    assert push(t, F.KIND_FULL, 1, 0, data) is None
     assert all(t.lookup(k, 257, DAY) for k in keys + crowd)
-    near = [nl.join_key(5, a, 7, 9, q) for a in range(101, 400, 2)]
-    near += [nl.join_key(5, 99, 7, 9, q), nl.join_key(5, 400, 7, 9, q)]
+    near = [F.join_key(5, a, 7, 9, q) for a in range(101, 400, 2)]
+    near += [F.join_key(5, 99, 7, 9, q), F.join_key(5, 400, 7, 9, q)]
     assert not any(t.lookup(k, 257, DAY) for k in near)
     assert sum(t.lookup(k, 257, DAY) for k in keyset(5000, 3)) == 0
 
@@ -141,19 +144,19 @@ def test_stored_bits_and_collision_rate(term):
     # A section stores q + 36 bits of the key: keys equal there are the same entry.
     keys = keyset(1000, 4)
     t = term()
-    assert push(t, nl.KIND_FULL, 1, 0, full_bytes({257: [(k, 0) for k in keys]}, 1)) is None
-    q = nl.bucket_bits(1000)
+    assert push(t, F.KIND_FULL, 1, 0, full_bytes({257: [(k, 0) for k in keys]}, 1)) is None
+    q = F.bucket_bits(1000)
     twin = bytearray(keys[0])
     twin[7] ^= 1  # below the stored bits
     assert t.lookup(bytes(twin), 257, DAY)
-    assert 1000 / 2 ** (q + nl.KEY_BITS) < 5e-10  # documented false-hit rate per lookup
+    assert 1000 / 2 ** (q + F.KEY_BITS) < 5e-10  # documented false-hit rate per lookup
 
 
 def test_expiry(term):
     keys = keyset(300, 5)
     sections = {257: [(k, DAY + i % 3) for i, k in enumerate(keys)]}
     t = term()
-    assert push(t, nl.KIND_FULL, 1, 0, full_bytes(sections, 1)) is None
+    assert push(t, F.KIND_FULL, 1, 0, full_bytes(sections, 1)) is None
     for i, k in enumerate(keys):
         last = DAY + i % 3
         assert t.lookup(k, 257, last) and t.lookup(k, 257, DAY - 5)
@@ -166,7 +169,7 @@ def test_no_list_and_damaged_list(term, tmp_path):
     assert t.version == 0 and not t.lookup(b"\0" * 8, 1, DAY)
     assert t.status()["kind"] == "none"
     data = full_bytes({257: [(k, 0) for k in keyset(100, 6)]}, 1)
-    assert push(t, nl.KIND_FULL, 1, 0, data) is None
+    assert push(t, F.KIND_FULL, 1, 0, data) is None
     t.close()
     p = tmp_path / "nl.bin"
     raw = bytearray(p.read_bytes())
@@ -174,7 +177,7 @@ def test_no_list_and_damaged_list(term, tmp_path):
     p.write_bytes(bytes(raw))
     t = term()
     assert t.version == 0 and "damaged" in t.status()["error"]
-    assert push(t, nl.KIND_FULL, 1, 0, data) is None and t.version == 1
+    assert push(t, F.KIND_FULL, 1, 0, data) is None and t.version == 1
 
 
 # -- versions --------------------------------------------------------------------
@@ -184,71 +187,71 @@ def test_version_rules(term):
     t = term()
     d = lb.encode_delta({257: [(b"\1" * 8, 0, False)]}, version=2, base_version=1,
                         base_day=DAY, key_id=1)
-    assert t.begin(nl.KIND_DELTA, 2, 1, len(d)).startswith("no list installed")
+    assert t.begin(F.KIND_DELTA, 2, 1, len(d)).startswith("no list installed")
     data = full_bytes({257: [(k, 0) for k in keyset(50, 7)]}, 5)
-    assert push(t, nl.KIND_FULL, 5, 0, data) is None
-    assert t.begin(nl.KIND_FULL, 5, 0, len(data)).startswith("replay refused")
-    assert t.begin(nl.KIND_FULL, 4, 0, len(data)).startswith("downgrade refused")
-    assert t.begin(nl.KIND_FULL, 0, 0, len(data)).startswith("list version must be")
-    assert t.begin(nl.KIND_DELTA, 7, 6, len(d)).startswith("gap refused")
-    assert t.begin(nl.KIND_DELTA, 5, 4, len(d)).startswith("replay refused")
-    assert t.begin(nl.KIND_DELTA, 7, 5, len(d)).startswith("delta must go from version 5 to 6")
+    assert push(t, F.KIND_FULL, 5, 0, data) is None
+    assert t.begin(F.KIND_FULL, 5, 0, len(data)).startswith("replay refused")
+    assert t.begin(F.KIND_FULL, 4, 0, len(data)).startswith("downgrade refused")
+    assert t.begin(F.KIND_FULL, 0, 0, len(data)).startswith("list version must be")
+    assert t.begin(F.KIND_DELTA, 7, 6, len(d)).startswith("gap refused")
+    assert t.begin(F.KIND_DELTA, 5, 4, len(d)).startswith("replay refused")
+    assert t.begin(F.KIND_DELTA, 7, 5, len(d)).startswith("delta must go from version 5 to 6")
     assert t.begin(9, 6, 5, len(d)).startswith("unknown list kind")
     # a header that disagrees with begin() is refused at its first chunk
-    assert t.begin(nl.KIND_DELTA, 6, 5, len(d)) is None
+    assert t.begin(F.KIND_DELTA, 6, 5, len(d)) is None
     assert "does not match the transfer" in t.write_chunk(0, d)
     assert t.version == 5 and t.status()["staged"] is None
     # a full list with a higher version replaces whatever is installed
-    assert push(t, nl.KIND_FULL, 9, 0, full_bytes({1: [(b"\2" * 8, 0)]}, 9)) is None
+    assert push(t, F.KIND_FULL, 9, 0, full_bytes({1: [(b"\2" * 8, 0)]}, 9)) is None
     assert t.version == 9 and t.lookup(b"\2" * 8, 1, DAY)
 
 
 def test_key_id_and_capacity_refused(term):
     t = term(key_id=1, capacity=1000)
     data = full_bytes({257: [(k, 0) for k in keyset(10, 8)]}, 1, key_id=2)
-    assert "key id 2" in push(t, nl.KIND_FULL, 1, 0, data)
+    assert "key id 2" in push(t, F.KIND_FULL, 1, 0, data)
     big = full_bytes({257: [(k, 0) for k in keyset(3000, 9)]}, 1)
-    assert "does not fit" in t.begin(nl.KIND_FULL, 1, 0, len(big))
+    assert "does not fit" in t.begin(F.KIND_FULL, 1, 0, len(big))
     over = full_bytes({257: [(k, 0) for k in keyset(1001, 9)]}, 1)
-    assert "capacity is 1000" in push(t, nl.KIND_FULL, 1, 0, over)
+    assert "capacity is 1000" in push(t, F.KIND_FULL, 1, 0, over)
     ok = full_bytes({257: [(k, 0) for k in keyset(995, 9)]}, 1)
-    assert push(t, nl.KIND_FULL, 1, 0, ok) is None
+    assert push(t, F.KIND_FULL, 1, 0, ok) is None
     d = lb.encode_delta({257: [(k, 0, False) for k in keyset(10, 10)]}, version=2,
                         base_version=1, base_day=DAY, key_id=1)
-    assert "exceed its capacity" in push(t, nl.KIND_DELTA, 2, 1, d)
+    assert "exceed its capacity" in push(t, F.KIND_DELTA, 2, 1, d)
     assert t.version == 1 and t.entries == 995
 
 
 def test_bad_content_refused_and_old_list_kept(term):
     t = term()
     old = keyset(200, 11)
-    assert push(t, nl.KIND_FULL, 1, 0, full_bytes({257: [(k, 0) for k in old]}, 1)) is None
+    assert push(t, F.KIND_FULL, 1, 0, full_bytes({257: [(k, 0) for k in old]}, 1)) is None
     data = bytearray(full_bytes({257: [(k, 0) for k in keyset(200, 12)]}, 2))
-    data[nl.HEADER_LEN + 30] ^= 1
-    assert "body CRC" in push(t, nl.KIND_FULL, 2, 0, bytes(data))
+    data[F.HEADER_LEN + 30] ^= 1
+    assert "body CRC" in push(t, F.KIND_FULL, 2, 0, bytes(data))
     # records out of order, with a correct CRC: swap two records of one bucket
-    recs = {257: [(nl.join_key(0, a, 0, 0, 0), 0) for a in (1, 2, 3)]}
+    recs = {257: [(F.join_key(0, a, 0, 0, 0), 0) for a in (1, 2, 3)]}
     data = bytearray(full_bytes(recs, 2))
-    r = nl.HEADER_LEN
+    r = F.HEADER_LEN
     data[r:r + 6], data[r + 6:r + 12] = data[r + 6:r + 12], data[r:r + 6]
     data = _recrc(bytes(data))
-    assert "out of order" in push(t, nl.KIND_FULL, 2, 0, data)
+    assert "out of order" in push(t, F.KIND_FULL, 2, 0, data)
     # a directory that does not add up
     data = bytearray(full_bytes(recs, 2))
-    d = nl.HEADER_LEN + 18
+    d = F.HEADER_LEN + 18
     data[d + 4] = 9  # second directory entry (end of bucket 0) > count
-    assert "directory" in push(t, nl.KIND_FULL, 2, 0, _recrc(bytes(data)))
+    assert "directory" in push(t, F.KIND_FULL, 2, 0, _recrc(bytes(data)))
     assert t.version == 1 and all(t.lookup(k, 257, DAY) for k in old)
 
 
 def _recrc(data):
     import struct
     from binascii import crc32
-    foot = len(data) - nl.FOOTER_LEN
+    foot = len(data) - F.FOOTER_LEN
     ns, _, nrec, _, _ = struct.unpack_from("<HHIII", data, foot)
-    table_off = foot - nl.SECTION_LEN * ns
+    table_off = foot - F.SECTION_LEN * ns
     table = data[table_off:foot]
-    return data[:table_off] + table + nl.pack_footer(ns, nrec, crc32(data[:table_off]), table)
+    return data[:table_off] + table + F.pack_footer(ns, nrec, crc32(data[:table_off]), table)
 
 
 # -- transfers -------------------------------------------------------------------
@@ -258,7 +261,7 @@ def test_resume_and_resent_chunks(term):
     keys = keyset(8000, 13)  # ~48 KB
     data = full_bytes({257: [(k, 0) for k in keys]}, 3)
     t = term()
-    assert t.begin(nl.KIND_FULL, 3, 0, len(data)) is None
+    assert t.begin(F.KIND_FULL, 3, 0, len(data)) is None
     assert t.write_chunk(0, data[:1000]) is None
     assert t.write_chunk(0, data[:1000]) is None  # resent: nothing changes
     assert t.write_chunk(500, data[500:1500]) is None  # overlapping resend
@@ -273,14 +276,14 @@ def test_resume_and_resent_chunks(term):
     t = term()
     assert t.status()["staged"]["received"] == 40000
     assert t.resume_offset() == 0  # no transfer until the host begins it again
-    assert t.begin(nl.KIND_FULL, 3, 0, len(data)) is None
+    assert t.begin(F.KIND_FULL, 3, 0, len(data)) is None
     off = t.resume_offset()
     assert off == 40000
     assert t.write_chunk(off, data[off:]) is None
     assert t.commit() is None and t.version == 3
     assert all(t.lookup(k, 257, DAY) for k in keys[::7])
     # another transfer supersedes a staged one; abort drops it
-    assert t.begin(nl.KIND_FULL, 4, 0, len(data)) is None
+    assert t.begin(F.KIND_FULL, 4, 0, len(data)) is None
     t.abort()
     assert t.status()["staged"] is None and t.commit() == "no list transfer in progress"
     assert t.write_chunk(0, data[:10]) == "no list transfer in progress"
@@ -306,10 +309,10 @@ class Model:
             self.rows[i] = {k: e for k, e in self.rows[i].items() if not e or e >= day}
         for issuer, items in changes.items():
             if issuer not in self.q:  # sized for the delta's records (or its quota)
-                self.q[issuer] = nl.bucket_bits(max(len(items), quotas.get(issuer, -1)))
+                self.q[issuer] = F.bucket_bits(max(len(items), quotas.get(issuer, -1)))
             rows = self.rows.setdefault(issuer, {})
             for key, exp, remove in items:
-                sk = nl.split_key(key, self.q[issuer])
+                sk = F.split_key(key, self.q[issuer])
                 if remove:
                     rows.pop(sk, None)
                 else:
@@ -321,9 +324,9 @@ class Model:
         for issuer, rows in self.rows.items():
             q = self.q[issuer]
             for sk, exp in rows.items():
-                assert t.lookup(nl.join_key(*sk, q), issuer, day) == (not exp or exp >= day)
+                assert t.lookup(F.join_key(*sk, q), issuer, day) == (not exp or exp >= day)
         for key, issuer in probes:
-            sk = nl.split_key(key, self.q.get(issuer, 0))
+            sk = F.split_key(key, self.q.get(issuer, 0))
             if sk not in self.rows.get(issuer, {}):
                 assert not t.lookup(key, issuer, day)
         assert t.entries == sum(len(r) for r in self.rows.values())
@@ -368,10 +371,10 @@ def test_delta_chain(term):
     probes = [(k, 257) for k in keyset(300, 20)]
     for v, (kind, data, changes, day) in enumerate(delta_chain(21), 1):
         if kind == "full":
-            assert push(t, nl.KIND_FULL, v, 0, data) is None
+            assert push(t, F.KIND_FULL, v, 0, data) is None
             m.load_full(data)
         else:
-            assert push(t, nl.KIND_DELTA, v, v - 1, data) is None
+            assert push(t, F.KIND_DELTA, v, v - 1, data) is None
             m.apply(changes, day, {})
             probes += [(k, i) for i, items in changes.items() for k, _, r in items if r]
         st = t.status()
@@ -379,8 +382,8 @@ def test_delta_chain(term):
         m.check(t, day, probes)
         m.check(t, day + 2, [])
     # the installed file is itself a valid full list the host can read
-    f = lb.decode((Path(t._root) / "nl.bin").read_bytes())
-    assert f.version == v and f.kind == nl.KIND_FULL
+    f = lb.decode((Path(t.root) / "nl.bin").read_bytes())
+    assert f.version == v and f.kind == F.KIND_FULL
     assert {i: dict(r) for i, r in f.sections.items()} == m.rows
 
 
@@ -393,7 +396,7 @@ def test_quota_overflow_keeps_newest(term):
     keys = keyset(110, 30)
     rows = [(k, DAY + i // 10) for i, k in enumerate(keys[:100])] + [(k, 0) for k in keys[100:]]
     assert t.set_quotas([(257, 45)]) is None
-    assert push(t, nl.KIND_FULL, 1, 0, full_bytes({257: rows, 300: [(b"\5" * 8, 0)]}, 1)) is None
+    assert push(t, F.KIND_FULL, 1, 0, full_bytes({257: rows, 300: [(b"\5" * 8, 0)]}, 1)) is None
     st = t.status()
     assert st["overflowing"] == [257] and t.online_only(257) and not t.online_only(300)
     assert st["issuers"][0] == (257, 110, 65) and t.entries == 46
@@ -401,12 +404,12 @@ def test_quota_overflow_keeps_newest(term):
     assert len(hits) == 45
     # kept: the 10 without expiry, the 30 expiring last, 5 of the 10 at rank DAY+6
     assert set(keys[100:]) | set(keys[70:100]) <= set(hits)
-    tie = sorted(keys[60:70], key=lambda k: nl.split_key(k, 2))
+    tie = sorted(keys[60:70], key=lambda k: F.split_key(k, 2))
     assert set(hits) - set(keys[70:]) == set(tie[5:])
     # a delta that removes 70 entries brings the issuer back within quota
     d = lb.encode_delta({257: [(k, 0, True) for k in keys[:70]]}, version=2,
                         base_version=1, base_day=DAY, key_id=1)
-    assert push(t, nl.KIND_DELTA, 2, 1, d) is None
+    assert push(t, F.KIND_DELTA, 2, 1, d) is None
     assert t.overflowing() == [] and not t.online_only(257)
     assert sum(t.lookup(k, 257, DAY) for k in keys) == 40 and t.entries == 41
 
@@ -415,23 +418,23 @@ def test_quota_overflow_by_delta_and_from_list(term):
     t = term()
     keys = keyset(60, 31)
     data = full_bytes({257: [(k, 0) for k in keys[:50]]}, 1, quotas={257: 50})
-    assert push(t, nl.KIND_FULL, 1, 0, data) is None and not t.overflowing()
+    assert push(t, F.KIND_FULL, 1, 0, data) is None and not t.overflowing()
     # no quota param on the terminal: the centre's quota in the list applies
     d = lb.encode_delta({257: [(k, DAY + 9, False) for k in keys[50:]]}, version=2,
                         base_version=1, base_day=DAY, key_id=1)
-    assert push(t, nl.KIND_DELTA, 2, 1, d) is None
+    assert push(t, F.KIND_DELTA, 2, 1, d) is None
     assert t.overflowing() == [257] and t.status()["issuers"] == [(257, 60, 10)]
     assert sum(t.lookup(k, 257, DAY) for k in keys) == 50
     # quota 0 for an issuer: nothing of it counts, it is online-only
     t.set_quotas([(257, 0)])
-    assert push(t, nl.KIND_FULL, 3, 0, full_bytes({257: [(k, 0) for k in keys]}, 3)) is None
+    assert push(t, F.KIND_FULL, 3, 0, full_bytes({257: [(k, 0) for k in keys]}, 3)) is None
     assert t.online_only(257) and not any(t.lookup(k, 257, DAY) for k in keys)
 
 
 def test_too_many_issuers(term):
     t = term(max_issuers=4)
     data = full_bytes({i: [(bytes([i]) * 8, 0)] for i in range(1, 6)}, 1)
-    assert "the terminal holds 4" in push(t, nl.KIND_FULL, 1, 0, data)
+    assert "the terminal holds 4" in push(t, F.KIND_FULL, 1, 0, data)
     assert t.set_quotas([(i, 1) for i in range(5)]) == "more than 4 issuer quotas"
 
 
@@ -447,6 +450,8 @@ import gc, os, vfs, micropython
 from drivers.filebdev import FileBlockDevice
 from faultbdev import PowerCut
 from terminal import negative_list as nl
+from terminal import nl_format as F
+from drivers import lfsfile
 BS = 4096
 NB = %(blocks)d
 CAP = %(cap)d
@@ -560,7 +565,7 @@ pbuf = bytearray(8 * 250)  # before the list's buffers: the heap is the board's
 bd = fresh(%(img)r)
 mp = mount(bd)
 t = nl.NegativeList(mp, CAP, bdev=bd)
-print("staged", stage_file(t, nl.KIND_FULL, 1, 0, %(lst)r))
+print("staged", stage_file(t, F.KIND_FULL, 1, 0, %(lst)r))
 with open(%(lst)r, "rb") as f:  # read back for the list MAC: the bytes sent
     same = True
     back = bytearray(500)
@@ -754,7 +759,7 @@ def _power_cut_case(mpy, mpydir, tmp_path, old_list, new_list, old_keys, new_key
                   new_list=str(tmp_path / "new.bin"), old_keys=str(tmp_path / "ok.bin"),
                   new_keys=str(tmp_path / "nk.bin"), gone_keys=str(tmp_path / "gk.bin"),
                   only_old=str(tmp_path / "oo.bin"), only_new=str(tmp_path / "on.bin"),
-                  v_old=1, v_new=2, old_kind=nl.KIND_FULL, new_kind=new_kind)
+                  v_old=1, v_new=2, old_kind=F.KIND_FULL, new_kind=new_kind)
     bad = [line for line in out if "MIX" in line or "failed" in line or "changed" in line]
     assert not bad, "\n".join(out)
     stage = [line.split() for line in out if line.startswith("stage ") and "writes" not in line]
@@ -776,7 +781,7 @@ def test_unix_port_power_cut_full_replace(mpy, mpydir, tmp_path):
     new = keyset(750, 51)
     n_stage, n_commit = _power_cut_case(
         mpy, mpydir, tmp_path, full_bytes({257: [(k, 0) for k in old]}, 1),
-        full_bytes({257: [(k, 0) for k in new]}, 2), old, new, keyset(200, 52), nl.KIND_FULL)
+        full_bytes({257: [(k, 0) for k in new]}, 2), old, new, keyset(200, 52), F.KIND_FULL)
     assert n_stage > 30 and n_commit >= 2
 
 
@@ -790,7 +795,7 @@ def test_unix_port_power_cut_delta(mpy, mpydir, tmp_path):
                             version=2, base_version=1, base_day=DAY, key_id=1)
     n_stage, n_commit = _power_cut_case(
         mpy, mpydir, tmp_path, full_bytes({257: [(k, 0) for k in old]}, 1), delta,
-        old, new, keyset(200, 55), nl.KIND_DELTA)
+        old, new, keyset(200, 55), F.KIND_DELTA)
     assert n_commit > 30  # the merge writes a whole new list
 
 
@@ -801,14 +806,14 @@ def test_unix_port_delta_chain_matches_cpython(mpy, mpydir, tmp_path, term):
     for v, (kind, data, _, _) in enumerate(chain, 1):
         p = tmp_path / ("v%d.bin" % v)
         p.write_bytes(data)
-        files.append((nl.KIND_FULL if kind == "full" else nl.KIND_DELTA, v, str(p)))
+        files.append((F.KIND_FULL if kind == "full" else F.KIND_DELTA, v, str(p)))
     (tmp_path / "probe.bin").write_bytes(b"".join(probes))
     issuers = sorted({i for _, _, ch, _ in chain[1:] for i in ch} | {257, 300})
     # the same chain on CPython gives the expected answers
     t = term()
     expect = []
     for (kind, v, path), (_, _, _, day) in zip(files, chain):
-        assert push(t, kind, v, v - 1 if kind == nl.KIND_DELTA else 0,
+        assert push(t, kind, v, v - 1 if kind == F.KIND_DELTA else 0,
                     Path(path).read_bytes()) is None
         expect.append([sum(1 << n for n, k in enumerate(probes) if t.lookup(k, i, day))
                        for i in issuers])
@@ -834,19 +839,6 @@ for kind, v, path, day in %(files)r:
     assert out == ["None %d True %s" % (v, e) for v, e in zip(range(1, len(chain) + 1), expect)]
 
 
-def test_update_module_shares_the_list_constants():
-    # terminal.nl_update repeats the private const()s it uses (on MicroPython they are
-    # not module attributes); under CPython both are, so compare every one
-    from terminal import nl_update
-
-    own = {"_W_OUT", "_W_DEL", "_W_DIR", "_W_END", "_WORK", "_FLASH_MARGIN", "_ZERO"}
-    shared = [n for n in vars(nl_update) if n.startswith("_") and n.isupper()
-              and n not in own]
-    assert len(shared) > 20
-    for name in shared:
-        assert getattr(nl_update, name) == getattr(nl, name), name
-
-
 def test_ctz_geometry_matches_littlefs(mpy, mpydir, tmp_path):
     # The offsets negative_list computes for LittleFS's skip-list blocks, against
     # the unix port's LittleFS: raw block reads at the computed places give the
@@ -860,15 +852,15 @@ with open(mp + "/x", "wb") as f:
         f.write(bytes((j * 7 + i) & 255 for j in range(1000)))
         if i %% 5 == 0:
             f.flush()
-nb = nl.ctz_locate(size - 1, BS)[0] + 1
+nb = lfsfile.ctz_locate(size - 1, BS)[0] + 1
 chain = array.array("H", bytes(2 * nb))
-print(nl.file_blocks(bd, "/x", chain) == nb, nl.file_blocks(bd, "/x", chain[:nb - 1]))
+print(lfsfile.file_blocks(bd, "/x", chain) == nb, lfsfile.file_blocks(bd, "/x", chain[:nb - 1]))
 one = bytearray(1)
 bad = 0
 with open(mp + "/x", "rb") as f:
-    for off in list(range(0, size, 997)) + [nl.ctz_start(n, BS) + d for n in range(1, nb)
+    for off in list(range(0, size, 997)) + [lfsfile.ctz_start(n, BS) + d for n in range(1, nb)
                                             for d in (-1, 0)]:
-        n, at = nl.ctz_locate(off, BS)
+        n, at = lfsfile.ctz_locate(off, BS)
         bd.readblocks(chain[n], one, at)
         f.seek(off)
         bad += f.read(1)[0] != one[0]
@@ -894,7 +886,7 @@ for n, lst, kf in %(files)r:
     bd = fresh(%(img)r)
     mp = mount(bd)
     t = nl.NegativeList(mp, CAP, bdev=bd)
-    err = push_file(t, nl.KIND_FULL, n, 0, lst)
+    err = push_file(t, F.KIND_FULL, n, 0, lst)
     found = sum(1 for k in keys(kf) if t.lookup(k, 257, 20400))
     print(n, err, found, t.status()["direct_reads"], t.direct_error)
     t.close()
@@ -911,26 +903,26 @@ def test_unix_port_direct_reads_every_bucket_kind(mpy, mpydir, tmp_path, term):
     # bucket, copied into nl.dir (straddling two blocks), longer than one read
     # (150 entries), and too long to copy (900 entries: read through the file).
     keys = keyset(20_000, 70)
-    q = nl.bucket_bits(20_000)
-    crowd = [nl.join_key(5, a, 7, 9, q) for a in range(100, 400, 2)]
-    crowd += [nl.join_key(9, a, 1, 2, q) for a in range(0, 3600, 4)]
-    near = [nl.join_key(5, a, 7, 9, q) for a in range(101, 400, 2)]
-    near += [nl.join_key(9, a, 1, 2, q) for a in range(1, 3600, 4)]
+    q = F.bucket_bits(20_000)
+    crowd = [F.join_key(5, a, 7, 9, q) for a in range(100, 400, 2)]
+    crowd += [F.join_key(9, a, 1, 2, q) for a in range(0, 3600, 4)]
+    near = [F.join_key(5, a, 7, 9, q) for a in range(101, 400, 2)]
+    near += [F.join_key(9, a, 1, 2, q) for a in range(1, 3600, 4)]
     data = full_bytes({257: [(k, 0) for k in keys + crowd], 300: [(k, 0) for k in keys[:500]]},
                       1)
     (tmp_path / "l.bin").write_bytes(data)
     (tmp_path / "p.bin").write_bytes(b"".join(keys + crowd))
     (tmp_path / "r.bin").write_bytes(b"".join(k for k in keys
-                                              if nl.split_key(k, q)[0] not in (5, 9)))
+                                              if F.split_key(k, q)[0] not in (5, 9)))
     (tmp_path / "c.bin").write_bytes(b"".join(crowd[:150]))
     (tmp_path / "a.bin").write_bytes(b"".join(near + keyset(3000, 71)))
     t = term()
-    assert push(t, nl.KIND_FULL, 1, 0, data) is None
+    assert push(t, F.KIND_FULL, 1, 0, data) is None
     code = r"""
 bd = fresh(%(img)r)
 mp = mount(bd)
 t = nl.NegativeList(mp, CAP, bdev=bd)
-print(push_file(t, nl.KIND_FULL, 1, 0, %(lst)r), t.status()["direct_reads"], t.direct_error)
+print(push_file(t, F.KIND_FULL, 1, 0, %(lst)r), t.status()["direct_reads"], t.direct_error)
 print("placed", t.placed)
 print("present", sum(1 for k in keys(%(p)r) if t.lookup(k, 257, 20400)), nkeys(%(p)r))
 for path in (%(r)r, %(c)r):

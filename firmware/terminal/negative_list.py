@@ -14,9 +14,13 @@ of 2**q + 1 u32 (the first entry of each bucket) sits on flash, and every
 record holds only the next 36 bits of the hash plus a 12-bit expiry: 6 bytes.
 A lookup reads 8 bytes of directory and one bucket, whatever the list size.
 
-The update calls run in terminal.nl_update, imported when one comes (and at
-start-up only if a transfer or commit was cut), so a tap runs without that code
-in RAM.
+This module is the lookup and the state it needs; the rest comes on demand and
+leaves again, so a tap runs without it in RAM:
+- terminal.nl_format: the file format (shared with the host), read here only to
+  load the installed list at start-up and after a commit;
+- terminal.nl_update: transfers, commits, the delta merge, recovery after a
+  reset (imported when an update comes, and at start-up only if one was cut);
+- terminal.nl_dir: the physical directory nl.dir.
 
 Given the flash's block device (`bdev=`), a lookup does not go through the
 LittleFS file at all: reading an offset of a large LittleFS file walks its CTZ
@@ -26,240 +30,49 @@ offset and count of every bucket; a bucket that straddles two blocks is copied
 whole into nl.dir), so a lookup is two block-device reads: the entry, then the
 bucket. Without bdev (CPython) lookups read the file.
 
-The same module builds and parses the format on the host (CPython imports it
-as `terminal.negative_list`). docs/negative_list.md has the layout, the flash
-budget per board and why a power cut leaves the old list or the new one.
+docs/negative_list.md has the layout, the flash budget per board and why a
+power cut leaves the old list or the new one.
 """
 
-import os
-import struct
 from array import array
-from binascii import crc32
 
 from terminal.compat import const
 
-
-def _upd():
-    # The update code (transfer, commit, nl.dir) is a module of its own: a tap
-    # never runs it, so the terminal keeps it out of RAM between updates.
-    from terminal import nl_update
-
-    return nl_update
-
-KIND_FULL = const(1)
-KIND_DELTA = const(2)
-FORMAT = const(1)
-MAGIC = b"NL"
-HEADER_LEN = const(24)
-SECTION_LEN = const(12)
-FOOTER_LEN = const(16)
-EXTRA_LEN = const(16)
-TRAILER_LEN = const(16)
-REC_LEN = const(6)  # full list record: 36 key bits after the bucket, 12 expiry bits
-DREC_LEN = const(8)  # delta record: 52 key bits, 12 expiry bits (REMOVE = remove)
-KEY_BITS = const(36)
-BUCKET_TARGET = const(32)
-MAX_BUCKET_BITS = const(16)
-EXPIRY_MAX = const(4094)  # largest expiry code: base day + 4093
-REMOVE = const(4095)  # expiry code of a delta record that removes its key
-MAX_COUNT = const(0xFFFFFF)  # counts stay small ints on a 32-bit board
-
-_HDR = "<2sBBIIHHI"  # magic, format, kind, version, base version, base day, key id, 0; crc
-_SEC = "<HBBII"  # issuer, bucket bits (full), 0, records, the centre's quota (0: none)
-_FTR = "<HHIII"  # sections, 0, records, crc of header+records+dirs, crc of table+footer
-_EXT = "<IHHHHHH"  # overflow, keep rank, cut bucket, cut a, cut b, cut c, 0
-_TRL = "<4sIBBHI"  # magic, body length, last update kind, 0, 0, crc of extras+trailer
-_TRL_MAGIC = b"NLtr"
-
-_ACTIVE = "/nl.bin"  # the list lookups use
-_STAGE = "/nl.stg"  # transfer in progress: the host's bytes as they arrive
-_META = "/nl.stm"  # what is staged: kind, version, base version, length
-_NEW = "/nl.new"  # delta merge output, renamed over _ACTIVE at commit
-_DTMP = "/nl.dtm"  # directories of the merge, appended to _NEW
-_PDIR = "/nl.dir"  # physical directory of the installed list (derived, rebuilt if stale)
-_PTMP = "/nl.dtp"  # ... while it is written
+# terminal.nl_format's names, repeated for the compiler to fold (tests/test_consts.py)
+_REC_LEN = const(6)
+_S_Q = const(1)
+_S_CNT = const(2)
+_S_REC = const(3)
+_S_DIR = const(4)
+_S_OVF = const(5)
+_S_KEEP = const(6)
+_S_CUT0 = const(7)
+_S_CUT1 = const(8)
+_S_PDB = const(10)
+_ST = const(11)
+_G_KIND = const(0)
+_G_VER = const(1)
+_G_BASE = const(2)
+_G_TOTAL = const(3)
+_G_HAVE = const(4)
+_G_LEN = const(6)
+_NEWEST = const(4095)
+# terminal.nl_dir's entry layout, and drivers.lfsfile.PTR_MAX
 _PD_LEN = const(6)  # entry: block u16 (bit 15: block of nl.dir), offset u16, count | skip << 10
-_PD_TRL = "<4sIII"  # magic, nl.bin size, nl.bin trailer CRC, CRC of the 12 bytes before
-_PD_MAGIC = b"NLpd"
 _SPILLED = const(0x8000)
 _VIA_FILE = const(0xFFFF)  # bucket too long to copy: read it through the file
-_PTR_MAX = const(64)  # CTZ pointer bytes at the start of a block, at most
+_PTR_MAX = const(64)
 
-_NEWEST = const(4095)  # keep-rank of an entry without expiry
-_RBUF_RECS = const(64)
-
-
-# -- format helpers, shared with host_tools.listbuild --------------------------
-
-
-def bucket_bits(n):
-    """Bucket bits q for a section that may hold n entries (<= 32 per bucket)."""
-    q = 0
-    while q < MAX_BUCKET_BITS and (BUCKET_TARGET << q) < n:
-        q += 1
-    return q
+_RBUF_RECS = const(64)  # records in the bucket buffer
+_KINDS = ("none", "full", "delta")
 
 
 def _bits(buf, pos, off, w):
-    # w <= 16 bits at bit `off` (MSB first) of the bytes at buf[pos:]; small ints only.
+    # The lookup's copy of nl_format.bits (tests pin them to each other): importing
+    # that module would keep the whole format in RAM for four shifts.
     i = pos + (off >> 3)
     v = (buf[i] << 16) | (buf[i + 1] << 8) | buf[i + 2]
     return (v >> (24 - (off & 7) - w)) & ((1 << w) - 1)
-
-
-def split_key(key, q):
-    """(bucket, a, b, c): what a section with q bucket bits stores of an 8-byte key."""
-    return (
-        _bits(key, 0, 0, q),
-        _bits(key, 0, q, 12),
-        _bits(key, 0, q + 12, 12),
-        _bits(key, 0, q + 24, 12),
-    )
-
-
-def join_key(bk, a, b, c, q):
-    """An 8-byte key whose top q + 36 bits are (bucket, a, b, c), the rest zero."""
-    v = (bk << 36) | (a << 24) | (b << 12) | c
-    return (v << (28 - q)).to_bytes(8, "big")
-
-
-def pack_record(buf, pos, a, b, c, e):
-    buf[pos] = a >> 4
-    buf[pos + 1] = ((a & 15) << 4) | (b >> 8)
-    buf[pos + 2] = b & 255
-    buf[pos + 3] = c >> 4
-    buf[pos + 4] = ((c & 15) << 4) | (e >> 8)
-    buf[pos + 5] = e & 255
-
-
-def unpack_record(buf, pos):
-    """(a, b, c, expiry code) of the full-list record at buf[pos:]."""
-    return (
-        (buf[pos] << 4) | (buf[pos + 1] >> 4),
-        ((buf[pos + 1] & 15) << 8) | buf[pos + 2],
-        (buf[pos + 3] << 4) | (buf[pos + 4] >> 4),
-        ((buf[pos + 4] & 15) << 8) | buf[pos + 5],
-    )
-
-
-def pack_delta_record(buf, pos, key, e):
-    """Delta record: the top 52 bits of the 8-byte key, then the expiry code or REMOVE."""
-    for i in range(6):
-        buf[pos + i] = key[i]
-    buf[pos + 6] = (key[6] & 0xF0) | (e >> 8)
-    buf[pos + 7] = e & 255
-
-
-def expiry_code(day, base_day):
-    """Record code of a last-listed day (days since 1970; 0 or None: no expiry).
-    0 = none, 1.. = base_day + code - 1; -1 if the day is before base_day (already
-    expired), -2 if it is more than EXPIRY_MAX - 1 days after it."""
-    if not day:
-        return 0
-    e = day - base_day + 1
-    if e < 1:
-        return -1
-    if e > EXPIRY_MAX:
-        return -2
-    return e
-
-
-def pack_header(kind, version, base_version, base_day, key_id):
-    h = struct.pack(_HDR, MAGIC, FORMAT, kind, version, base_version, base_day, key_id, 0)
-    return h + struct.pack("<I", crc32(h))
-
-
-def parse_header(buf):
-    """(kind, version, base version, base day, key id), or None if not a list header."""
-    if len(buf) < HEADER_LEN:
-        return None
-    f = struct.unpack_from(_HDR, buf, 0)
-    if f[0] != MAGIC or f[1] != FORMAT or f[2] not in (KIND_FULL, KIND_DELTA):
-        return None
-    if struct.unpack_from("<I", buf, 20)[0] != crc32(bytes(buf[:20])):
-        return None
-    return f[2], f[3], f[4], f[5], f[6]
-
-
-def pack_section(issuer, q, count, aux):
-    return struct.pack(_SEC, issuer, q, 0, count, aux)
-
-
-def pack_footer(n_sections, n_records, body_crc, table):
-    """Footer after the section table; `table` is the packed section table."""
-    head = struct.pack("<HHIII", n_sections, 0, n_records, body_crc, 0)[:12]
-    return head + struct.pack("<I", crc32(head, crc32(table)))
-
-
-class Body:
-    """Header, section table and offsets of a list file body (host and commit use).
-
-        b = Body(); err = b.read(f, body_len)   # None or a message
-    """
-
-    def read(self, f, body_len, max_sections=256):
-        if body_len < HEADER_LEN + FOOTER_LEN:
-            return "list too short (%d bytes)" % body_len
-        f.seek(0)
-        head = f.read(HEADER_LEN)
-        h = parse_header(head)
-        if h is None:
-            return "not a negative list (bad header)"
-        self.kind, self.version, self.base_version, self.base_day, self.key_id = h
-        f.seek(body_len - FOOTER_LEN)
-        foot = f.read(FOOTER_LEN)
-        if len(foot) != FOOTER_LEN:
-            return "list truncated"
-        ns, _, nrec, self.body_crc, tcrc = struct.unpack(_FTR, foot)
-        if ns > max_sections:
-            return "list has %d issuers, the terminal holds %d" % (ns, max_sections)
-        self.table_off = body_len - FOOTER_LEN - SECTION_LEN * ns
-        if self.table_off < HEADER_LEN:
-            return "list truncated"
-        f.seek(self.table_off)
-        table = f.read(SECTION_LEN * ns)
-        if crc32(foot[:12], crc32(table)) != tcrc:
-            return "list section table damaged (CRC)"
-        self.n = ns
-        self.records = nrec
-        self.issuer, self.q, self.count, self.aux = [], [], [], []
-        self.rec_off, self.dir_off = [], []
-        rlen = REC_LEN if self.kind == KIND_FULL else DREC_LEN
-        roff = HEADER_LEN
-        doff = HEADER_LEN + rlen * nrec
-        total = 0
-        prev = -1
-        for s in range(ns):
-            iss, q, _, cnt, aux = struct.unpack_from(_SEC, table, SECTION_LEN * s)
-            if iss <= prev:
-                return "list issuers out of order at issuer %d" % iss
-            if q > MAX_BUCKET_BITS or cnt > MAX_COUNT:
-                return "issuer %d: bad section (q=%d, %d entries)" % (iss, q, cnt)
-            prev = iss
-            self.issuer.append(iss)
-            self.q.append(q)
-            self.count.append(cnt)
-            self.aux.append(aux)
-            self.rec_off.append(roff)
-            self.dir_off.append(doff)
-            roff += rlen * cnt
-            if self.kind == KIND_FULL:
-                doff += 4 * ((1 << q) + 1)
-            total += cnt
-        if total != nrec or doff != self.table_off:
-            return "list section table does not match its length"
-        return None
-
-
-def _before(bk, a, b, c, x0, x1, x2, x3):
-    # (bk, a, b, c) < (x0, x1, x2, x3), without building tuples
-    if bk != x0:
-        return bk < x0
-    if a != x1:
-        return a < x1
-    if b != x2:
-        return b < x2
-    return c < x3
 
 
 def _search(buf, lo, hi, a, b, c):
@@ -269,7 +82,7 @@ def _search(buf, lo, hi, a, b, c):
     R = hi - 1
     while L <= R:
         m = (L + R) >> 1
-        p = m * REC_LEN
+        p = m * _REC_LEN
         y = a
         x = (buf[p] << 4) | (buf[p + 1] >> 4)
         if x == y:
@@ -287,132 +100,12 @@ def _search(buf, lo, hi, a, b, c):
     return -1 - L
 
 
-def _size(path):
-    try:
-        return os.stat(path)[6]
-    except OSError:
-        return -1
+def _upd():
+    # The update code (transfer, commit, recovery) is a module of its own: a tap
+    # never runs it, so the terminal keeps it out of RAM between updates.
+    from terminal import nl_update
 
-
-# -- LittleFS file geometry (littlefs SPEC.md, "CTZ skip-lists") ------------------
-# Block n > 0 of a file starts with ctz(n) + 1 four-byte pointers to earlier
-# blocks (the first to block n - 1); the data follows. tests/test_negative_list.py
-# checks these formulas against the unix port's LittleFS.
-
-
-def ctz_ptrs(n):
-    """Bytes of skip pointers at the start of block n of a LittleFS file."""
-    if n == 0:
-        return 0
-    c = 4
-    while not n & 1:
-        c += 4
-        n >>= 1
-    return c
-
-
-def ctz_start(n, bs):
-    """File offset of the first data byte of block n (bs: the block size)."""
-    if n == 0:
-        return 0
-    m = n - 1
-    ones = 0
-    while m:
-        ones += m & 1
-        m >>= 1
-    return n * bs - 8 * (n - 1) + 4 * ones
-
-
-def ctz_locate(off, bs):
-    """(block index, offset in that block) of file offset off."""
-    n = off // bs
-    while ctz_start(n + 1, bs) <= off:
-        n += 1
-    return n, off - ctz_start(n, bs) + ctz_ptrs(n)
-
-
-class _Tap:
-    """Read-only view of a block device that remembers the last block read."""
-
-    def __init__(self, bd):
-        self.bd = bd
-        self.last = -1
-
-    def readblocks(self, n, buf, off=0):
-        self.bd.readblocks(n, buf, off)
-        self.last = n
-
-    def writeblocks(self, n, buf, off=0):
-        raise OSError(30)  # EROFS
-
-    def ioctl(self, op, arg):
-        if op == 6:
-            raise OSError(30)
-        return self.bd.ioctl(op, arg)
-
-
-def file_blocks(bd, name, arr):
-    """Physical blocks of the LittleFS file `name` (path inside the filesystem on
-    bd) into arr[0..n); returns n, or -1 if arr is too short or the file is not
-    stored in blocks of its own (an inline file of a few bytes). A second,
-    read-only view of the filesystem reads the file's last byte, which costs one
-    read of its last block and tells which it is; the skip pointers lead back."""
-    import vfs
-
-    tap = _Tap(bd)
-    fs = vfs.VfsLfs2(tap)
-    size = fs.stat(name)[6]
-    bs = bd.ioctl(5, 0)
-    if size < 8:
-        return -1
-    last, _ = ctz_locate(size - 1, bs)
-    if last >= len(arr):
-        return -1
-    first = bytearray(8)
-    with fs.open(name, "rb") as f:
-        f.seek(size - 1)
-        tap.last = -1
-        end = f.read(1)  # the first read of this handle: its cache is empty
-        if tap.last < 0:
-            return -1
-        arr[last] = tap.last
-        f.seek(0)
-        f.readinto(first)
-    ptr = bytearray(8)
-    for n in range(last, 0, -1):
-        bd.readblocks(arr[n], ptr, 0)
-        arr[n - 1] = ptr[0] | (ptr[1] << 8) | (ptr[2] << 16) | (ptr[3] << 24)
-    bd.readblocks(arr[0], ptr, 0)  # the file's first bytes, read the raw way
-    if ptr != first:
-        return -1
-    _, at = ctz_locate(size - 1, bs)
-    bd.readblocks(arr[last], memoryview(ptr)[:1], at)
-    if ptr[0] != end[0]:
-        return -1
-    return last + 1
-
-
-# Section table: one row of _ST u32 per issuer section, in issuer order.
-_S_ISS = const(0)
-_S_Q = const(1)
-_S_CNT = const(2)
-_S_REC = const(3)  # file offset of the section's records
-_S_DIR = const(4)  # file offset of its directory
-_S_OVF = const(5)  # entries over quota at the last commit
-_S_KEEP = const(6)  # keep-rank while over quota (0: every entry counts)
-_S_CUT0 = const(7)  # first key kept at that rank: bucket << 12 | a
-_S_CUT1 = const(8)  # ... b << 12 | c
-_S_LQ = const(9)  # quota the centre put in the list
-_S_PDB = const(10)  # index of the section's first entry in nl.dir
-_ST = const(11)
-# Staged transfer: kind, version, base version, total length, bytes stored, bytes synced.
-_G_KIND = const(0)
-_G_VER = const(1)
-_G_BASE = const(2)
-_G_TOTAL = const(3)
-_G_HAVE = const(4)
-_G_SYNCED = const(5)  # (terminal.nl_update)
-_KINDS = ("none", "full", "delta")
+    return nl_update
 
 
 class NegativeList:
@@ -426,48 +119,61 @@ class NegativeList:
     of the LittleFS mounted at root, for lookups that read it directly (two
     reads whatever the size); None reads the file.
     Update calls return None or an error message and never raise for bad input.
+
+    The modules that come and go keep their state here, in these attributes:
+    `table` (nl_format.ST u32 per section, in its S_ layout) and `sections`
+    (rows in use), `file` (nl.bin, open), `rbuf` (the bucket buffer, also a read
+    buffer for a commit); the transfer's `stage` (nl_format's G_ layout),
+    `staged` and `staged_reader` (nl.stg open for appending and for reading
+    back); for nl.dir `bdev`, `block_size`, `pd_per` (entries per block),
+    `pd_blocks` (its blocks), `buckets`, `max_buckets`, `list_size` and
+    `list_tcrc` (which nl.bin it describes), `direct` (lookups read it).
     """
 
     def __init__(self, root, capacity, max_issuers=32, key_id=None, sync_bytes=16384,
                  bdev=None):
-        self._root = root.rstrip("/")
-        self._sync = sync_bytes
+        self.root = root.rstrip("/")
+        self.sync_bytes = sync_bytes
         self.capacity = capacity
-        self._max = max_issuers
-        self._key_id = key_id
-        self._t = array("I", bytes(4 * _ST * max_issuers))
+        self.max_issuers = max_issuers
+        self.key_id_wanted = key_id
+        self.table = array("I", bytes(4 * _ST * max_issuers))
         self._quotas = array("I", bytes(8 * max_issuers))  # issuer, quota pairs
         self._nquota = 0
-        self._rbuf = bytearray(_RBUF_RECS * REC_LEN)  # one bucket (lookup, commit reads)
-        mv = memoryview(self._rbuf)
-        self._v16 = mv[: 16 * REC_LEN]
-        self._v32 = mv[: 32 * REC_LEN]
+        self.rbuf = bytearray(_RBUF_RECS * _REC_LEN)  # one bucket (lookup, commit reads)
+        mv = memoryview(self.rbuf)
+        self._v16 = mv[: 16 * _REC_LEN]
+        self._v32 = mv[: 32 * _REC_LEN]
         self._dbuf = bytearray(8)  # two directory entries
-        self._work = None  # commit only: writer, delta reader, directory reader
-        self._bd = bdev
-        self._direct = False
+        self.bdev = bdev
+        self.direct = False
         self.direct_error = None
-        self._nbk = self._size = self._tcrc = 0
+        self.buckets = self.list_size = self.list_tcrc = 0
         self.placed = None  # after nl.dir is built: buckets windowed, copied, long, via file
         if bdev is not None and bdev.ioctl(4, 0) > 0x7FFF:
             self.direct_error = "flash has more blocks than nl.dir entries address"
-            bdev = self._bd = None
+            bdev = self.bdev = None
         if bdev is not None:
+            from drivers.lfsfile import ctz_ptrs
+            from terminal.nl_format import bucket_bits
+
+            self._ctz_ptrs = ctz_ptrs  # where nl.dir's entries start in its blocks
             bs = bdev.ioctl(5, 0)
-            self._bs = bs
-            self._per = (bs - _PTR_MAX) // _PD_LEN  # nl.dir entries per block
+            self.block_size = bs
+            self.pd_per = (bs - _PTR_MAX) // _PD_LEN  # nl.dir entries per block
             # nl.dir blocks a list within capacity needs: its entries, and copies of
             # the buckets that straddle blocks of nl.bin (one per block at most)
-            self._maxbk = 4 << bucket_bits(capacity)
-            nbin = (capacity * REC_LEN + 4 * self._maxbk) // (bs - _PTR_MAX) + 2
-            npd = (self._maxbk + self._per - 1) // self._per + nbin // ((bs - _PTR_MAX) // 384)
-            self._pd = array("H", bytes(2 * (npd + 2)))
+            self.max_buckets = 4 << bucket_bits(capacity)
+            nbin = (capacity * _REC_LEN + 4 * self.max_buckets) // (bs - _PTR_MAX) + 2
+            npd = ((self.max_buckets + self.pd_per - 1) // self.pd_per
+                   + nbin // ((bs - _PTR_MAX) // 384))
+            self.pd_blocks = array("H", bytes(2 * (npd + 2)))
             self._ebuf = bytearray(_PD_LEN)
-        self._stage = array("I", bytes(24))
-        self._sf = None  # staged file, open for appending while a transfer runs
-        self._rf = None  # ... and for reading back (MAC check)
-        self._f = None  # the installed list
-        self._n = 0
+        self.stage = array("I", bytes(4 * _G_LEN))
+        self.staged = None  # staged file, open for appending while a transfer runs
+        self.staged_reader = None  # ... and for reading back (MAC check)
+        self.file = None  # the installed list
+        self.sections = 0
         self.page_reads = 0  # directory and bucket reads made by lookup()
         self.version = 0
         self.base_day = 0
@@ -476,18 +182,18 @@ class NegativeList:
         self.entries = 0
         self.error = None
         self._recover()
-        self._load()
+        self.reload()
 
     # -- the tap path -------------------------------------------------------------
 
     def lookup(self, key, issuer, today):
         """True if the 8-byte token hash is listed for this issuer and not expired
         on `today` (days since 1970; 0 = date unknown: expiry ignored)."""
-        if self._f is None:
+        if self.file is None:
             return False
-        t = self._t
+        t = self.table
         lo = 0
-        hi = self._n - 1
+        hi = self.sections - 1
         while lo <= hi:  # the issuer's section
             s = (lo + hi) >> 1
             x = t[s * _ST]
@@ -505,7 +211,7 @@ class NegativeList:
         a = _bits(key, 0, q, 12)
         b = _bits(key, 0, q + 12, 12)
         c = _bits(key, 0, q + 24, 12)
-        if self._direct:
+        if self.direct:
             e = self._direct_find(t[row + _S_PDB] + bk, a, b, c)
         else:
             e = _VIA_FILE
@@ -517,11 +223,11 @@ class NegativeList:
 
     def _direct_find(self, k, a, b, c):
         # Entry k of nl.dir, then the bucket it points at: two block-device reads.
-        pd = self._pd
-        per = self._per
+        pd = self.pd_blocks
+        per = self.pd_per
         blk = k // per
         d = self._ebuf
-        self._bd.readblocks(pd[blk], d, ctz_ptrs(blk) + (k - blk * per) * _PD_LEN)
+        self.bdev.readblocks(pd[blk], d, self._ctz_ptrs(blk) + (k - blk * per) * _PD_LEN)
         self.page_reads += 1
         info = d[4] | (d[5] << 8)
         if info == _VIA_FILE:
@@ -534,34 +240,34 @@ class NegativeList:
         if phys & _SPILLED:
             phys = pd[phys & 0x7FFF]
         off = d[2] | (d[3] << 8)
-        buf = self._rbuf
+        buf = self.rbuf
         n += skip
         while True:  # a window of 16, 32 or 64 records; a long bucket takes more
-            self._bd.readblocks(phys, self._view(n), off)
+            self.bdev.readblocks(phys, self._view(n), off)
             self.page_reads += 1
             m = n if n < _RBUF_RECS else _RBUF_RECS
             e = _search(buf, skip, m, a, b, c)
             if e >= 0 or e > -1 - m or n <= _RBUF_RECS:
                 return e
             n -= _RBUF_RECS
-            off += _RBUF_RECS * REC_LEN
+            off += _RBUF_RECS * _REC_LEN
 
     def _file_find(self, row, bk, a, b, c):
         # Through the LittleFS file: 8 bytes of directory, then the bucket.
-        t = self._t
-        f = self._f
+        t = self.table
+        f = self.file
         d = self._dbuf
         f.seek(t[row + _S_DIR] + (bk << 2))
         f.readinto(d)
         self.page_reads += 1
         lo = d[0] | (d[1] << 8) | (d[2] << 16)
         hi = d[4] | (d[5] << 8) | (d[6] << 16)
-        buf = self._rbuf
+        buf = self.rbuf
         while lo < hi:
             n = hi - lo
             if n > _RBUF_RECS:
                 n = _RBUF_RECS
-            f.seek(t[row + _S_REC] + lo * REC_LEN)
+            f.seek(t[row + _S_REC] + lo * _REC_LEN)
             f.readinto(self._view(n))
             self.page_reads += 1
             e = _search(buf, 0, n, a, b, c)
@@ -576,32 +282,32 @@ class NegativeList:
             return self._v16
         if n <= 32:
             return self._v32
-        return self._rbuf
+        return self.rbuf
 
     def _live(self, row, e, bk, a, b, c, today):
         if e and today and e < today - self.base_day + 1:
             return False  # expired
-        t = self._t
+        t = self.table
         keep = t[row + _S_KEEP]
         if keep:  # over quota: only the newest entries count
             r = e if e else _NEWEST
             if r < keep:
                 return False
-            if r == keep:
-                x = t[row + _S_CUT0]
-                y = t[row + _S_CUT1]
-                if _before(bk, a, b, c, x >> 12, x & 4095, y >> 12, y & 4095):
-                    return False
+            if r == keep:  # ties: kept from the cut key (bucket, a | b, c) up
+                x = (bk << 12) | a
+                if x != t[row + _S_CUT0]:
+                    return x > t[row + _S_CUT0]
+                return ((b << 12) | c) >= t[row + _S_CUT1]
         return True
 
     def set_key_id(self, key_id):
         """The token-hash key the terminal now uses: lists keyed otherwise are refused."""
-        self._key_id = key_id
+        self.key_id_wanted = key_id
 
     def online_only(self, issuer):
         """True while the issuer's entries overflow its quota (its cards go online)."""
-        t = self._t
-        for s in range(self._n):
+        t = self.table
+        for s in range(self.sections):
             if t[s * _ST] == issuer:
                 return t[s * _ST + _S_OVF] > 0
         return False
@@ -609,8 +315,8 @@ class NegativeList:
     def overflowing(self):
         """Issuers over quota at the last commit: the caller makes them online-only
         and clears the flag of the others."""
-        t = self._t
-        return [t[s * _ST] for s in range(self._n) if t[s * _ST + _S_OVF]]
+        t = self.table
+        return [t[s * _ST] for s in range(self.sections) if t[s * _ST + _S_OVF]]
 
     # -- quotas -------------------------------------------------------------------
 
@@ -619,21 +325,23 @@ class NegativeList:
         issuer without one keeps the quota the centre wrote into the list."""
         n = 0
         for issuer, quota in pairs:
-            if n >= self._max:
-                return "more than %d issuer quotas" % self._max
+            if n >= self.max_issuers:
+                return "more than %d issuer quotas" % self.max_issuers
             self._quotas[2 * n] = issuer
             self._quotas[2 * n + 1] = quota
             n += 1
         self._nquota = n
         return None
 
-    def _quota_of(self, issuer, listed):
+    def quota_of(self, issuer, listed):
+        """The quota in force for an issuer whose list section says `listed` (0:
+        none): the one set_quotas gave, else the list's; -1 for none at all."""
         for i in range(self._nquota):
             if self._quotas[2 * i] == issuer:
                 return self._quotas[2 * i + 1]
         return listed if listed else -1
 
-    # -- update protocol: terminal.nl_update, imported when an update comes -----------
+    # -- update protocol: terminal.nl_update, imported when an update comes -------
 
     def begin(self, kind, version, base_version, total_len):
         """Start a transfer, or resume it if this same one is staged."""
@@ -646,7 +354,7 @@ class NegativeList:
 
     def resume_offset(self):
         """Bytes of the current transfer already stored: the host resends from here."""
-        return self._stage[_G_HAVE] if self._sf is not None else 0
+        return self.stage[_G_HAVE] if self.staged is not None else 0
 
     def read_staged(self, offset, buf):
         """Read staged bytes into buf (to check the whole-list MAC); returns the count."""
@@ -663,53 +371,20 @@ class NegativeList:
 
     def _recover(self):
         # After a reset: leftovers of a transfer or commit are nl_update's to sort out.
-        for name in (_META, _STAGE, _NEW, _DTMP, _PTMP):
-            if _size(self._path(name)) >= 0:
+        from terminal import nl_format as F
+
+        for name in (F.META, F.STAGE, F.NEW, F.DTMP, F.PTMP):
+            if F.file_size(self.path(name)) >= 0:
                 _upd().recover(self)
                 return
-
-    def _attach(self):
-        """Point lookups at the flash blocks themselves (see the module doc); on any
-        trouble lookups read the file, and status says why."""
-        if self._bd is None:
-            return
-        self._direct = False
-        self.direct_error = None
-        if not self._n:
-            return
-        try:
-            if not self._pdir_current():
-                err = _upd().build_pdir(self)
-                if err:
-                    self.direct_error = err
-                    return
-            if file_blocks(self._bd, _PDIR, self._pd) < 0:
-                self.direct_error = "nl.dir has more blocks than the table holds"
-                return
-            self._direct = True
-        except (OSError, ValueError, OverflowError) as e:
-            self.direct_error = "direct reads off: %s" % e
-
-    def _pdir_current(self):
-        try:
-            with open(self._path(_PDIR), "rb") as f:
-                f.seek(_size(self._path(_PDIR)) - 16)
-                tr = f.read(16)
-        except (OSError, ValueError):
-            return False
-        if len(tr) != 16:
-            return False
-        magic, size, tcrc, crc = struct.unpack(_PD_TRL, tr)
-        return (magic == _PD_MAGIC and size == self._size and tcrc == self._tcrc
-                and crc == crc32(tr[:12]))
 
     # -- status -------------------------------------------------------------------
 
     def status(self):
         """A dict for the host: version, last update kind, entries, per-issuer
         (issuer, stored, over quota), transfer in progress."""
-        t = self._t
-        g = self._stage
+        t = self.table
+        g = self.stage
         return {
             "version": self.version,
             "kind": _KINDS[self.last_kind],
@@ -718,104 +393,64 @@ class NegativeList:
             "base_day": self.base_day,
             "key_id": self.key_id,
             "issuers": [(t[s * _ST], t[s * _ST + _S_CNT], t[s * _ST + _S_OVF])
-                        for s in range(self._n)],
+                        for s in range(self.sections)],
             "overflowing": self.overflowing(),
             "staged": None if not g[_G_KIND] else {
                 "kind": _KINDS[g[_G_KIND]], "version": g[_G_VER], "base_version": g[_G_BASE],
                 "received": g[_G_HAVE], "total": g[_G_TOTAL]},
             "error": self.error,
-            "direct_reads": self._direct,
+            "direct_reads": self.direct,
             "direct_error": self.direct_error,
         }
 
     def close(self):
-        self._close_stage()
-        if self._f is not None:
-            self._f.close()
-            self._f = None
+        self.close_stage()
+        if self.file is not None:
+            self.file.close()
+            self.file = None
 
-    # -- internals ------------------------------------------------------------------
+    # -- for the update code ------------------------------------------------------
 
-    def _path(self, name):
-        return self._root + name
+    def path(self, name):
+        """The file `name` (nl_format.ACTIVE, ...) in the list's root."""
+        return self.root + name
 
-    def _close_stage(self):
-        for fh in (self._sf, self._rf):
+    def close_stage(self):
+        for fh in (self.staged, self.staged_reader):
             if fh is not None:
                 fh.close()
-        self._sf = self._rf = None
+        self.staged = self.staged_reader = None
 
+    def reload(self):
+        """Read the installed list's tables into RAM and keep its file open (at
+        start-up and after a commit); then point lookups at its flash blocks."""
+        from terminal import nl_format as F
 
-    def _load(self):
-        """Read the installed list's tables into RAM and keep its file open."""
-        if self._f is not None:
-            self._f.close()
-            self._f = None
-        self._n = self.version = self.base_day = self.key_id = self.last_kind = 0
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+        self.sections = self.version = self.base_day = self.key_id = self.last_kind = 0
         self.entries = 0
         self.error = None
-        path = self._path(_ACTIVE)
-        size = _size(path)
+        path = self.path(F.ACTIVE)
+        size = F.file_size(path)
         if size < 0:
             return
         f = open(path, "rb")
         try:
-            err = self._load_from(f, size)
+            got = F.load_table(f, size, self.table, self.max_issuers)
         except (OSError, ValueError, IndexError) as e:
-            err = "list file unreadable: %s" % e
-        if err:
+            got = "list file unreadable: %s" % e
+        if isinstance(got, str):
             f.close()
-            self._n = self.version = self.entries = 0
-            self.error = err
+            self.sections = self.version = self.entries = 0
+            self.error = got
             return
-        self._f = f
-        self._attach()
+        (self.sections, self.buckets, self.version, self.base_day, self.key_id,
+         self.last_kind, self.entries, self.list_tcrc) = got
+        self.list_size = size
+        self.file = f
+        if self.bdev is not None:
+            from terminal import nl_dir
 
-
-    def _load_from(self, f, size):
-        f.seek(size - TRAILER_LEN)
-        tr = f.read(TRAILER_LEN)
-        magic, body_len, last_kind, _, _, tcrc = struct.unpack(_TRL, tr)
-        if magic != _TRL_MAGIC:
-            return "list file damaged (trailer)"
-        body = Body()
-        err = body.read(f, body_len, self._max)
-        if err:
-            return err
-        if body.kind != KIND_FULL or size != body_len + EXTRA_LEN * body.n + TRAILER_LEN:
-            return "list file damaged (length)"
-        f.seek(body_len)
-        ext = f.read(EXTRA_LEN * body.n)
-        if crc32(tr[:12], crc32(ext)) != tcrc:
-            return "list file damaged (extras CRC)"
-        t = self._t
-        total = 0
-        pdb = 0
-        for s in range(body.n):
-            ovf, keep, c0, c1, c2, c3, _ = struct.unpack_from(_EXT, ext, EXTRA_LEN * s)
-            row = s * _ST
-            t[row + _S_PDB] = pdb
-            pdb += 1 << body.q[s]
-            t[row + _S_ISS] = body.issuer[s]
-            t[row + _S_Q] = body.q[s]
-            t[row + _S_CNT] = body.count[s]
-            t[row + _S_REC] = body.rec_off[s]
-            t[row + _S_DIR] = body.dir_off[s]
-            t[row + _S_OVF] = ovf
-            t[row + _S_KEEP] = keep
-            t[row + _S_CUT0] = (c0 << 12) | c1
-            t[row + _S_CUT1] = (c2 << 12) | c3
-            t[row + _S_LQ] = body.aux[s]
-            total += body.count[s] - ovf
-        self._n = body.n
-        self._nbk = pdb
-        self._size = size
-        self._tcrc = tcrc
-        self.version = body.version
-        self.base_day = body.base_day
-        self.key_id = body.key_id
-        self.last_kind = last_kind
-        self.entries = total
-        return None
-
-
+            nl_dir.attach(self)

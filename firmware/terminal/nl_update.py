@@ -1,77 +1,62 @@
-"""Updates of the negative list: staged transfers, commits (full and delta merge),
-recovery after a reset, and the physical directory nl.dir. Functions of the
-NegativeList `nl` (terminal.negative_list), which imports this module only when
-an update, a start-up or a commit needs it, so a tap runs without it in RAM.
-Every update call returns None or a message for the host.
+"""Updates of the negative list: staged transfers, commits (full and delta merge)
+and recovery after a reset. Functions of the NegativeList `nl`
+(terminal.negative_list), which imports this module only when an update, a
+start-up or a commit needs it, so a tap runs without it in RAM. They keep their
+state in nl's attributes (its docstring lists them); the format is
+terminal.nl_format's. Every update call returns None or a message for the host.
 """
 
 import os
 import struct
-from array import array
 from binascii import crc32
 
 from terminal.compat import const
-from terminal.negative_list import (
-    _ACTIVE,
-    _DTMP,
-    _EXT,
-    _META,
-    _NEW,
-    _PD_MAGIC,
-    _PD_TRL,
-    _PDIR,
-    _PTMP,
-    _STAGE,
-    _TRL,
-    _TRL_MAGIC,
+from terminal.nl_format import (
+    ACTIVE,
     DREC_LEN,
+    DTMP,
     FOOTER_LEN,
+    G_BASE,
+    G_HAVE,
+    G_KIND,
+    G_LEN,
+    G_SYNCED,
+    G_TOTAL,
+    G_VER,
     HEADER_LEN,
     KIND_DELTA,
     KIND_FULL,
+    META,
+    NEW,
+    NEWEST,
+    PTMP,
     REC_LEN,
     REMOVE,
+    S_CNT,
+    S_CUT0,
+    S_CUT1,
+    S_DIR,
+    S_KEEP,
+    S_LQ,
+    S_Q,
+    S_REC,
     SECTION_LEN,
+    ST,
+    STAGE,
     Body,
-    _before,
-    _bits,
-    _size,
+    before,
+    bits,
     bucket_bits,
-    ctz_locate,
-    ctz_ptrs,
-    ctz_start,
-    file_blocks,
+    file_size,
+    pack_extras,
     pack_footer,
     pack_header,
     pack_record,
     pack_section,
     parse_header,
+    remove_file,
 )
 
-# The private constants of terminal.negative_list this module uses (const() names
-# that start with "_" are not module attributes on MicroPython; a test checks that
-# the two copies agree), then its own.
-_PD_LEN = const(6)  # entry: block u16 (bit 15: block of nl.dir), offset u16, count | skip << 10
-_SPILLED = const(0x8000)
-_VIA_FILE = const(0xFFFF)  # bucket too long to copy: read it through the file
-_PTR_MAX = const(64)  # CTZ pointer bytes at the start of a block, at most
-_NEWEST = const(4095)  # keep-rank of an entry without expiry
-_RBUF_RECS = const(64)
-_S_Q = const(1)
-_S_CNT = const(2)
-_S_REC = const(3)  # file offset of the section's records
-_S_DIR = const(4)  # file offset of its directory
-_S_KEEP = const(6)  # keep-rank while over quota (0: every entry counts)
-_S_CUT0 = const(7)  # first key kept at that rank: bucket << 12 | a
-_S_CUT1 = const(8)  # ... b << 12 | c
-_S_LQ = const(9)  # quota the centre put in the list
-_ST = const(11)
-_G_KIND = const(0)
-_G_VER = const(1)
-_G_BASE = const(2)
-_G_TOTAL = const(3)
-_G_HAVE = const(4)
-_G_SYNCED = const(5)
 # work buffer of a commit: writer | directory writer | delta reader | directory reader
 _W_OUT = const(192)
 _W_DEL = const(256)
@@ -196,10 +181,10 @@ class _DeltaReader:
         self.p = p + DREC_LEN
         q = self.q
         # strictly increasing 52-bit keys, compared as four 13-bit pieces
-        k0 = _bits(b, p, 0, 13)
-        k1 = _bits(b, p, 13, 13)
-        k2 = _bits(b, p, 26, 13)
-        k3 = _bits(b, p, 39, 13)
+        k0 = bits(b, p, 0, 13)
+        k1 = bits(b, p, 13, 13)
+        k2 = bits(b, p, 26, 13)
+        k3 = bits(b, p, 39, 13)
         if k0 != self.k0:
             less = k0 < self.k0
         elif k1 != self.k1:
@@ -211,10 +196,10 @@ class _DeltaReader:
         if less:
             self.bad = True
         self.k0, self.k1, self.k2, self.k3 = k0, k1, k2, k3
-        self.bk = _bits(b, p, 0, q)
-        self.a = _bits(b, p, q, 12)
-        self.b = _bits(b, p, q + 12, 12)
-        self.c = _bits(b, p, q + 24, 12)
+        self.bk = bits(b, p, 0, q)
+        self.a = bits(b, p, q, 12)
+        self.b = bits(b, p, q + 12, 12)
+        self.c = bits(b, p, q + 24, 12)
         self.e = ((b[p + 6] & 15) << 8) | b[p + 7]
         return True
 
@@ -257,14 +242,7 @@ class _Out:
 
 
 def _rank(e):
-    return e if e else _NEWEST
-
-
-def _remove(path):
-    try:
-        os.remove(path)
-    except OSError:
-        pass
+    return e if e else NEWEST
 
 
 def _next_base(r, keep, c0, c1, c2, c3, shift):
@@ -272,8 +250,8 @@ def _next_base(r, keep, c0, c1, c2, c3, shift):
     while r.next():
         e = r.e
         if keep:
-            k = e if e else _NEWEST
-            if k < keep or (k == keep and _before(r.bk, r.a, r.b, r.c, c0, c1, c2, c3)):
+            k = e if e else NEWEST
+            if k < keep or (k == keep and before(r.bk, r.a, r.b, r.c, c0, c1, c2, c3)):
                 continue
         if e:
             e -= shift
@@ -296,9 +274,6 @@ def _inc32(b, p):
     b[p + 3] = v >> 24
 
 
-
-
-
 def begin(nl, kind, version, base_version, total_len):
     """Start a transfer, or resume it if this same one is staged."""
     err = _check_versions(nl, kind, version, base_version)
@@ -306,50 +281,50 @@ def begin(nl, kind, version, base_version, total_len):
         return err
     cap = nl.capacity
     if kind == KIND_FULL:  # records, and directories no larger than capacity needs
-        most = cap * REC_LEN + nl._max * (SECTION_LEN + 4 + (4 << bucket_bits(cap)))
+        most = cap * REC_LEN + nl.max_issuers * (SECTION_LEN + 4 + (4 << bucket_bits(cap)))
     else:
-        most = 2 * cap * DREC_LEN + nl._max * SECTION_LEN
+        most = 2 * cap * DREC_LEN + nl.max_issuers * SECTION_LEN
     if total_len < HEADER_LEN + FOOTER_LEN or total_len > most + HEADER_LEN + FOOTER_LEN:
         return "a list of %d bytes does not fit this terminal (%d entries)" % (
             total_len, cap)
-    g = nl._stage
-    if (g[_G_KIND] == kind and g[_G_VER] == version and g[_G_BASE] == base_version
-            and g[_G_TOTAL] == total_len):
-        if nl._sf is None:
-            g[_G_HAVE] = g[_G_SYNCED] = max(0, _size(nl._path(_STAGE)))
-            nl._sf = open(nl._path(_STAGE), "ab")
+    g = nl.stage
+    if (g[G_KIND] == kind and g[G_VER] == version and g[G_BASE] == base_version
+            and g[G_TOTAL] == total_len):
+        if nl.staged is None:
+            g[G_HAVE] = g[G_SYNCED] = max(0, file_size(nl.path(STAGE)))
+            nl.staged = open(nl.path(STAGE), "ab")
         return None
     abort(nl)
     need = total_len + _FLASH_MARGIN
-    if nl._bd is not None:  # the new list's nl.dir, about a tenth of it
+    if nl.bdev is not None:  # the new list's nl.dir, about a tenth of it
         need += total_len // 8
     if kind == KIND_DELTA:  # the merge writes a second copy of the list
-        need += max(0, _size(nl._path(_ACTIVE))) + total_len
+        need += max(0, file_size(nl.path(ACTIVE))) + total_len
     free = _free(nl)
     if 0 <= free < need:
         return "not enough flash for this list: need %d KB, %d KB free" % (
             need // 1024, free // 1024)
     m = struct.pack("<BBHIII", kind, 0, 0, version, base_version, total_len)
-    with open(nl._path(_META), "wb") as mf:
+    with open(nl.path(META), "wb") as mf:
         mf.write(m + struct.pack("<I", crc32(m)))
-    nl._sf = open(nl._path(_STAGE), "wb")
-    g[_G_KIND], g[_G_VER], g[_G_BASE], g[_G_TOTAL] = kind, version, base_version, total_len
-    g[_G_HAVE] = g[_G_SYNCED] = 0
+    nl.staged = open(nl.path(STAGE), "wb")
+    g[G_KIND], g[G_VER], g[G_BASE], g[G_TOTAL] = kind, version, base_version, total_len
+    g[G_HAVE] = g[G_SYNCED] = 0
     return None
 
 
 def write_chunk(nl, offset, data):
     """Store bytes [offset, offset + len(data)) of the list. Bytes already stored
     are skipped, so a resent chunk is harmless; a gap is refused."""
-    if nl._sf is None:
+    if nl.staged is None:
         return "no list transfer in progress"
-    g = nl._stage
-    have = g[_G_HAVE]
+    g = nl.stage
+    have = g[G_HAVE]
     end = offset + len(data)
     if offset > have:
         return "chunk at offset %d leaves a gap: %d bytes stored" % (offset, have)
-    if end > g[_G_TOTAL]:
-        return "chunk ends at %d, past the list length %d" % (end, g[_G_TOTAL])
+    if end > g[G_TOTAL]:
+        return "chunk ends at %d, past the list length %d" % (end, g[G_TOTAL])
     if end <= have:
         return None
     if offset == 0 and end >= HEADER_LEN:  # refuse a wrong list before it all arrives
@@ -357,67 +332,67 @@ def write_chunk(nl, offset, data):
         if err:
             abort(nl)
             return err
-    if nl._rf is not None:  # a reader opened earlier may not see the new bytes
-        nl._rf.close()
-        nl._rf = None
-    nl._sf.write(data[have - offset :] if have > offset else data)
-    g[_G_HAVE] = end
-    if end - g[_G_SYNCED] >= nl._sync or end == g[_G_TOTAL]:
-        nl._sf.flush()  # LittleFS sync: stored bytes survive a power cut
-        g[_G_SYNCED] = end
+    if nl.staged_reader is not None:  # a reader opened earlier may not see the new bytes
+        nl.staged_reader.close()
+        nl.staged_reader = None
+    nl.staged.write(data[have - offset :] if have > offset else data)
+    g[G_HAVE] = end
+    if end - g[G_SYNCED] >= nl.sync_bytes or end == g[G_TOTAL]:
+        nl.staged.flush()  # LittleFS sync: stored bytes survive a power cut
+        g[G_SYNCED] = end
     return None
 
 
 def read_staged(nl, offset, buf):
     """Read staged bytes into buf (to check the whole-list MAC); returns the count."""
-    if nl._sf is None:
+    if nl.staged is None:
         return 0
-    if nl._rf is None:
-        nl._sf.flush()
-        nl._rf = open(nl._path(_STAGE), "rb")
-    nl._rf.seek(offset)
-    return nl._rf.readinto(buf)
+    if nl.staged_reader is None:
+        nl.staged.flush()
+        nl.staged_reader = open(nl.path(STAGE), "rb")
+    nl.staged_reader.seek(offset)
+    return nl.staged_reader.readinto(buf)
 
 
 def abort(nl):
     """Drop the staged transfer; the installed list stays as it is."""
-    nl._close_stage()
-    for i in range(6):
-        nl._stage[i] = 0
-    _remove(nl._path(_STAGE))
-    _remove(nl._path(_META))
+    nl.close_stage()
+    for i in range(G_LEN):
+        nl.stage[i] = 0
+    remove_file(nl.path(STAGE))
+    remove_file(nl.path(META))
 
 
 def commit(nl):
     """Install the staged list; from the moment this returns None lookups use it.
     On an error the staged transfer is dropped and the installed list stays."""
-    g = nl._stage
-    if nl._sf is None:
+    g = nl.stage
+    if nl.staged is None:
         return "no list transfer in progress"
-    if g[_G_HAVE] != g[_G_TOTAL]:
-        return "transfer incomplete: %d of %d bytes" % (g[_G_HAVE], g[_G_TOTAL])
-    nl._close_stage()
-    err = _check_versions(nl, g[_G_KIND], g[_G_VER], g[_G_BASE])
+    if g[G_HAVE] != g[G_TOTAL]:
+        return "transfer incomplete: %d of %d bytes" % (g[G_HAVE], g[G_TOTAL])
+    nl.close_stage()
+    err = _check_versions(nl, g[G_KIND], g[G_VER], g[G_BASE])
     if not err:
-        nl._work = bytearray(_WORK)
+        work = memoryview(bytearray(_WORK))
         try:
-            if g[_G_KIND] == KIND_FULL:
-                err = _commit_full(nl)
+            if g[G_KIND] == KIND_FULL:
+                err = _commit_full(nl, work)
             else:
-                err = _commit_delta(nl)
+                err = _commit_delta(nl, work)
         except OSError as e:
             err = "flash error during commit: %s" % e
-        nl._work = None
-    _remove(nl._path(_NEW))
-    _remove(nl._path(_DTMP))
+        work = None  # freed before the reload
+    remove_file(nl.path(NEW))
+    remove_file(nl.path(DTMP))
     abort(nl)
-    nl._load()
+    nl.reload()
     return err
 
 
 def _free(nl):
     try:
-        st = os.statvfs(nl._root or "/")
+        st = os.statvfs(nl.root or "/")
         return st[0] * st[3]
     except (OSError, AttributeError):
         return -1
@@ -453,14 +428,14 @@ def _check_versions(nl, kind, version, base_version):
 def _check_header(nl, h):
     if h is None:
         return "not a negative list (bad header)"
-    g = nl._stage
+    g = nl.stage
     kind, version, base_version, base_day, key_id = h
-    if kind != g[_G_KIND] or version != g[_G_VER] or (
-            kind == KIND_DELTA and base_version != g[_G_BASE]):
+    if kind != g[G_KIND] or version != g[G_VER] or (
+            kind == KIND_DELTA and base_version != g[G_BASE]):
         return "list header (kind %d, version %d) does not match the transfer" % (
             kind, version)
-    if nl._key_id is not None and key_id != nl._key_id:
-        return "list is keyed with key id %d, the terminal uses %d" % (key_id, nl._key_id)
+    if nl.key_id_wanted is not None and key_id != nl.key_id_wanted:
+        return "list is keyed with key id %d, the terminal uses %d" % (key_id, nl.key_id_wanted)
     if kind == KIND_DELTA and key_id != nl.key_id:
         return "delta keyed with key id %d, the installed list with %d" % (
             key_id, nl.key_id)
@@ -473,162 +448,41 @@ def _check_header(nl, h):
 def recover(nl):
     # After a reset: a half-built merge is garbage; a staged transfer may resume
     # (begin() with the same arguments), unless its commit had begun.
-    _remove(nl._path(_NEW))
-    _remove(nl._path(_DTMP))
-    _remove(nl._path(_PTMP))
+    remove_file(nl.path(NEW))
+    remove_file(nl.path(DTMP))
+    remove_file(nl.path(PTMP))
     try:
-        with open(nl._path(_META), "rb") as mf:
+        with open(nl.path(META), "rb") as mf:
             m = mf.read()
     except OSError:
         m = b""
-    size = _size(nl._path(_STAGE))
+    size = file_size(nl.path(STAGE))
     if len(m) == 20 and crc32(m[:16]) == struct.unpack_from("<I", m, 16)[0] and size >= 0:
         kind, _, _, version, base, total = struct.unpack_from("<BBHIII", m, 0)
         if size <= total:
-            g = nl._stage
-            g[_G_KIND], g[_G_VER], g[_G_BASE], g[_G_TOTAL] = kind, version, base, total
-            g[_G_HAVE] = g[_G_SYNCED] = size
+            g = nl.stage
+            g[G_KIND], g[G_VER], g[G_BASE], g[G_TOTAL] = kind, version, base, total
+            g[G_HAVE] = g[G_SYNCED] = size
             return
-    _remove(nl._path(_STAGE))
-    _remove(nl._path(_META))
-
-
-def _buckets(nl, buf):
-    # (file offset of its first record, records) of every bucket, in nl.dir order
-    t = nl._t
-    f = nl._f
-    for s in range(nl._n):
-        row = s * _ST
-        rec = t[row + _S_REC]
-        pos = t[row + _S_DIR]
-        left = (1 << t[row + _S_Q]) + 1
-        prev = -1
-        while left:
-            f.seek(pos)
-            n = min(f.readinto(buf) >> 2, left)
-            if n <= 0:
-                raise ValueError("list directory truncated")
-            pos += 4 * n
-            left -= n
-            for i in range(n):
-                x = _u32(buf, 4 * i)
-                if prev >= 0:
-                    yield rec + prev * REC_LEN, x - prev
-                prev = x
-
-
-def _place(nl, chain, off, cnt, cur):
-    # Where lookups read a bucket: (block, offset, info, spilled). A bucket whose
-    # read window would cross the end of its block is copied into nl.dir at the
-    # spill cursor cur = [block, offset] (logical blocks of nl.dir).
-    if not cnt:
-        return 0, 0, 0, False
-    bs = nl._bs
-    n, at = ctz_locate(off, bs)
-    if cnt <= _RBUF_RECS:
-        span = (16 if cnt <= 16 else 32 if cnt <= 32 else 64) * REC_LEN
-        if at + span <= bs:
-            return chain[n], at, cnt, False
-        end = at + cnt * REC_LEN
-        if end <= bs and end - span >= ctz_ptrs(n):  # window ending at the bucket's end
-            skip = (span - cnt * REC_LEN) // REC_LEN
-            return chain[n], end - span, cnt | (skip << 10), False
-        if cur[1] + span > bs:
-            cur[0] += 1
-            cur[1] = ctz_ptrs(cur[0])
-        where = cur[0], cur[1]
-        cur[1] += span
-        return _SPILLED | where[0], where[1], cnt, True
-    span = ((cnt + _RBUF_RECS - 1) // _RBUF_RECS) * _RBUF_RECS * REC_LEN
-    if cnt <= 0x3FF and at + span <= bs:
-        return chain[n], at, cnt, False
-    return 0, 0, _VIA_FILE, False
-
-
-def build_pdir(nl):
-    """Write nl.dir for the installed list: an entry per bucket, then copies of
-    the buckets that straddle blocks, then a trailer naming the list."""
-    bs = nl._bs
-    per = nl._per
-    if nl._nbk > nl._maxbk:
-        return "%d buckets: more than direct reads are sized for (%d)" % (
-            nl._nbk, nl._maxbk)
-    nent = (nl._nbk + per - 1) // per  # nl.dir blocks of entries
-    nbin = ctz_locate(nl._size - 1, bs)[0] + 1
-    chain = array("H", bytes(2 * nbin))
-    if file_blocks(nl._bd, _ACTIVE, chain) != nbin:
-        return "list file too small for direct reads"
-    _remove(nl._path(_PDIR))
-    tmp = nl._path(_PTMP)
-    buf = bytearray(256)
-    ent = bytearray(_PD_LEN)
-    kinds = nl.placed = [0, 0, 0, 0]  # windowed, copied, long (> 64), via the file
-    with open(tmp, "wb") as f:
-        pos = 0
-        cur = [nent, ctz_ptrs(nent)]
-        for k, (off, cnt) in enumerate(_buckets(nl, buf)):  # the entries
-            phys, at, info, moved = _place(nl, chain, off, cnt, cur)
-            if info == _VIA_FILE:
-                kinds[3] += 1
-            elif moved:
-                kinds[1] += 1
-            elif info >> 10:
-                kinds[0] += 1
-            elif cnt > _RBUF_RECS:
-                kinds[2] += 1
-            blk = k // per
-            pos = _pad(f, pos, ctz_start(blk, bs) + (k - blk * per) * _PD_LEN)
-            struct.pack_into("<HHH", ent, 0, phys, at, info)
-            f.write(ent)
-            pos += _PD_LEN
-        pos = _pad(f, pos, ctz_start(nent, bs))
-        cur = [nent, ctz_ptrs(nent)]
-        for off, cnt in _buckets(nl, buf):  # the copies, where _place put them
-            phys, at, _, moved = _place(nl, chain, off, cnt, cur)
-            if moved:
-                blk = phys & 0x7FFF
-                pos = _pad(f, pos, ctz_start(blk, bs) + at - ctz_ptrs(blk))
-                nl._f.seek(off)
-                n = nl._f.readinto(memoryview(nl._rbuf)[: cnt * REC_LEN])
-                f.write(memoryview(nl._rbuf)[:n])
-                pos += n
-        tr = struct.pack(_PD_TRL, _PD_MAGIC, nl._size, nl._tcrc, 0)[:12]
-        f.write(tr + struct.pack("<I", crc32(tr)))
-    if cur[0] + 1 > len(nl._pd):
-        _remove(tmp)
-        return "nl.dir would need %d blocks, the table holds %d" % (
-            cur[0] + 1, len(nl._pd))
-    os.rename(tmp, nl._path(_PDIR))
-    return None
-
-
-_ZERO = bytes(_PTR_MAX + 16)
-
-
-def _pad(f, pos, to):
-    # zeros from file offset pos up to to (within a block: at most _PTR_MAX + 6)
-    while pos < to:
-        n = min(to - pos, len(_ZERO))
-        f.write(_ZERO[:n])
-        pos += n
-    return pos
+    remove_file(nl.path(STAGE))
+    remove_file(nl.path(META))
 
 
 def _install(nl, path):
-    if nl._f is not None:
-        nl._f.close()  # LittleFS frees the old file's blocks at the rename
-        nl._f = None
-    os.rename(path, nl._path(_ACTIVE))  # atomic: the old list or the new one
+    if nl.file is not None:
+        nl.file.close()  # LittleFS frees the old file's blocks at the rename
+        nl.file = None
+    os.rename(path, nl.path(ACTIVE))  # atomic: the old list or the new one
     return None
 
 
-def _commit_full(nl):
+def _commit_full(nl, work):
     # The staged bytes are the new list file: check them, append the terminal's
     # quota results, rename over the installed list.
-    path = nl._path(_STAGE)
+    path = nl.path(STAGE)
     body = Body()
     with open(path, "rb") as f:
-        err = body.read(f, nl._stage[_G_TOTAL], nl._max)
+        err = body.read(f, nl.stage[G_TOTAL], nl.max_issuers)
         if not err:
             err = _check_header(nl,
                 (body.kind, body.version, body.base_version, body.base_day, body.key_id))
@@ -638,25 +492,25 @@ def _commit_full(nl):
             if body.q[s] > bucket_bits(nl.capacity):
                 err = "issuer %d: directory larger than the capacity needs" % body.issuer[s]
         if not err:
-            err = _verify_full(nl, f, body)
+            err = _verify_full(nl, f, body, work)
         if err:
             return err
-        ext = _extras(nl, f, body)
-    _append_extras(nl, path, body, ext, KIND_FULL)
+        ext = _extras(nl, f, body, work)
+    _append_extras(path, body, ext, KIND_FULL)
     return _install(nl, path)
 
 
-def _verify_full(nl, f, body):
+def _verify_full(nl, f, body, work):
     """Body CRC, directories consistent, keys strictly increasing in each bucket."""
-    err = _verify_crc(nl, f, body)
+    err = _verify_crc(f, body, work)
     if err:
         return err
-    r = _Reader(f, nl._rbuf, memoryview(nl._work)[_W_DIR:_W_END])
+    r = _Reader(f, nl.rbuf, work[_W_DIR:_W_END])
     for s in range(body.n):
         r.start(body.rec_off[s], body.dir_off[s], body.q[s], body.count[s])
         pb = pa = pbb = pc = -1
         while r.next():
-            if r.e == REMOVE or (r.bk == pb and not _before(pa, pbb, pc, 0,
+            if r.e == REMOVE or (r.bk == pb and not before(pa, pbb, pc, 0,
                                                              r.a, r.b, r.c, 0)):
                 return "issuer %d: entry %d out of order or bad" % (body.issuer[s], r.i)
             pb, pa, pbb, pc = r.bk, r.a, r.b, r.c
@@ -665,8 +519,8 @@ def _verify_full(nl, f, body):
     return None
 
 
-def _verify_crc(nl, f, body):
-    buf = memoryview(nl._work)[:_W_OUT]
+def _verify_crc(f, body, work):
+    buf = work[:_W_OUT]
     crc = 0
     pos = 0
     f.seek(0)
@@ -682,26 +536,26 @@ def _verify_crc(nl, f, body):
     return None
 
 
-def _extras(nl, f, body):
+def _extras(nl, f, body, work):
     """Per section: (over quota, keep rank, cut key) under the quotas in force."""
     out = []
     for s in range(body.n):
-        quota = nl._quota_of(body.issuer[s], body.aux[s])
+        quota = nl.quota_of(body.issuer[s], body.aux[s])
         cnt = body.count[s]
         if 0 <= quota < cnt:
-            out.append((cnt - quota,) + _keep_newest(nl, f, body, s, quota))
+            out.append((cnt - quota,) + _keep_newest(nl, f, body, s, quota, work))
         else:
             out.append((0, 0, 0, 0, 0, 0))
     return out
 
 
-def _keep_newest(nl, f, body, s, keep):
+def _keep_newest(nl, f, body, s, keep, work):
     """(rank, cut key) such that exactly `keep` entries of section s count: those
     expiring last (no expiry counts as newest), ties kept from the cut key up."""
     if keep == 0:
-        return _NEWEST + 1, 0, 0, 0, 0
-    r = _Reader(f, nl._rbuf, memoryview(nl._work)[_W_DIR:_W_END])
-    hist = memoryview(nl._work)[:256]  # 64 u32 counts
+        return NEWEST + 1, 0, 0, 0, 0
+    r = _Reader(f, nl.rbuf, work[_W_DIR:_W_END])
+    hist = work[:256]  # 64 u32 counts
     above = 0
     sel = 0
     for shift in (6, 0):  # top 6 bits of the rank, then the low 6
@@ -731,30 +585,25 @@ def _keep_newest(nl, f, body, s, keep):
     return sel + 1, 0, 0, 0, 0  # not reached while keep < count
 
 
-def _append_extras(nl, path, body, ext, last_kind):
-    blob = bytearray()
-    for row in ext:
-        blob += struct.pack(_EXT, row[0], row[1], row[2], row[3], row[4], row[5], 0)
-    head = struct.pack(_TRL, _TRL_MAGIC, body.table_off + SECTION_LEN * body.n + FOOTER_LEN,
-                       last_kind, 0, 0, 0)[:12]
-    blob += head + struct.pack("<I", crc32(head, crc32(blob)))
+def _append_extras(path, body, ext, last_kind):
+    blob = pack_extras(ext, body.table_off + SECTION_LEN * body.n + FOOTER_LEN, last_kind)
     with open(path, "ab") as f:
         f.write(blob)
 
 
-def _commit_delta(nl):
-    # Merge installed list + staged delta into _NEW (directories via _DTMP),
+def _commit_delta(nl, work):
+    # Merge installed list + staged delta into NEW (directories via DTMP),
     # append the quota results, rename over the installed list.
-    npath = nl._path(_NEW)
-    dpath = nl._path(_DTMP)
-    w = memoryview(nl._work)
-    with open(nl._path(_STAGE), "rb") as sf:
+    npath = nl.path(NEW)
+    dpath = nl.path(DTMP)
+    w = work
+    with open(nl.path(STAGE), "rb") as sf:
         d = Body()
-        err = d.read(sf, nl._stage[_G_TOTAL], nl._max)
+        err = d.read(sf, nl.stage[G_TOTAL], nl.max_issuers)
         if not err:
             err = _check_header(nl, (d.kind, d.version, d.base_version, d.base_day, d.key_id))
         if not err:
-            err = _verify_crc(nl, sf, d)
+            err = _verify_crc(sf, d, work)
         if err:
             return err
         with open(npath, "wb") as nf:
@@ -762,7 +611,7 @@ def _commit_delta(nl):
             out.raw(pack_header(KIND_FULL, d.version, d.base_version, d.base_day, d.key_id))
             with open(dpath, "wb") as tf:
                 dout = _Out(tf, w[_W_OUT:_W_DEL])
-                res = _merge(nl, sf, d, out, dout)
+                res = _merge(nl, sf, d, out, dout, work)
                 dout.flush()
             if isinstance(res, str):
                 return res
@@ -774,54 +623,54 @@ def _commit_delta(nl):
                 total += cnt
             with open(dpath, "rb") as tf:  # directories follow all the records
                 while True:
-                    n = tf.readinto(nl._rbuf)
+                    n = tf.readinto(nl.rbuf)
                     if not n:
                         break
-                    out.raw(memoryview(nl._rbuf)[:n])
+                    out.raw(memoryview(nl.rbuf)[:n])
             nf.write(table)
             nf.write(pack_footer(len(res), total, out.crc, table))
     body = Body()
     with open(npath, "rb") as f:
-        err = body.read(f, _size(npath), nl._max)
+        err = body.read(f, file_size(npath), nl.max_issuers)
         if err:
             return "merge produced a bad list: " + err
-        ext = _extras(nl, f, body)
-    _append_extras(nl, npath, body, ext, KIND_DELTA)
+        ext = _extras(nl, f, body, work)
+    _append_extras(npath, body, ext, KIND_DELTA)
     return _install(nl, npath)
 
 
-def _merge(nl, sf, d, out, dout):
+def _merge(nl, sf, d, out, dout, work):
     """Installed list + delta d -> records to out, directories to dout. Returns
     [(issuer, q, count, listed quota)] or an error message."""
     shift = d.base_day - nl.base_day  # expiry codes move to the delta's day
-    w = memoryview(nl._work)
-    br = _Reader(nl._f, nl._rbuf, w[_W_DIR:_W_END])
+    w = work
+    br = _Reader(nl.file, nl.rbuf, w[_W_DIR:_W_END])
     dr = _DeltaReader(sf, w[_W_DEL:_W_DIR])
-    t = nl._t
+    t = nl.table
     res = []
     total = 0
     i = j = 0
-    nb = nl._n
+    nb = nl.sections
     while i < nb or j < d.n:
-        ib = t[i * _ST] if i < nb else 0x10000
+        ib = t[i * ST] if i < nb else 0x10000
         jd = d.issuer[j] if j < d.n else 0x10000
         issuer = min(ib, jd)
         has_b = ib == issuer
         has_d = jd == issuer
         if has_b:
-            row = i * _ST
-            q = t[row + _S_Q]
-            lquota = (d.aux[j] if has_d else 0) or t[row + _S_LQ]
-            keep = t[row + _S_KEEP]
-            x = t[row + _S_CUT0]
-            y = t[row + _S_CUT1]
+            row = i * ST
+            q = t[row + S_Q]
+            lquota = (d.aux[j] if has_d else 0) or t[row + S_LQ]
+            keep = t[row + S_KEEP]
+            x = t[row + S_CUT0]
+            y = t[row + S_CUT1]
             c0, c1, c2, c3 = x >> 12, x & 4095, y >> 12, y & 4095
-            br.start(t[row + _S_REC], t[row + _S_DIR], q, t[row + _S_CNT])
+            br.start(t[row + S_REC], t[row + S_DIR], q, t[row + S_CNT])
             i += 1
         else:
             lquota = d.aux[j]
             keep = c0 = c1 = c2 = c3 = 0
-            q = bucket_bits(max(d.count[j], nl._quota_of(issuer, lquota)))
+            q = bucket_bits(max(d.count[j], nl.quota_of(issuer, lquota)))
         if has_d:
             dr.start(d.rec_off[j], d.count[j], q)
             j += 1
@@ -834,7 +683,7 @@ def _merge(nl, sf, d, out, dout):
             if hb and hd:
                 if br.bk == dr.bk and br.a == dr.a and br.b == dr.b and br.c == dr.c:
                     o = 0
-                elif _before(br.bk, br.a, br.b, br.c, dr.bk, dr.a, dr.b, dr.c):
+                elif before(br.bk, br.a, br.b, br.c, dr.bk, dr.a, dr.b, dr.c):
                     o = -1
                 else:
                     o = 1
@@ -867,6 +716,6 @@ def _merge(nl, sf, d, out, dout):
                 nxt += 1
             res.append((issuer, q, cnt, lquota))
             total += cnt
-    if len(res) > nl._max:
-        return "list would hold %d issuers, the terminal holds %d" % (len(res), nl._max)
+    if len(res) > nl.max_issuers:
+        return "list would hold %d issuers, the terminal holds %d" % (len(res), nl.max_issuers)
     return res

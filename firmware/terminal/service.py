@@ -31,9 +31,11 @@ PARAMS_FILE = "params.bin"
 ISSUERS_FILE = "issuers.bin"
 
 # Modules of terminal/ a tap never runs: the command handlers below and what
-# only they import (params: the parameter table; counters: the snapshot;
-# nl_update: the negative list's transfer, commit and nl.dir code).
-ON_DEMAND = ("admin", "listsync", "clearing", "keystore", "counters", "params", "nl_update")
+# only they import (params: the parameter table; counters: the snapshot; the
+# negative list's format, update code and nl.dir code, which it imports to load
+# or change the list).
+ON_DEMAND = ("admin", "listsync", "clearing", "keystore", "counters", "params", "nl_update",
+             "nl_format", "nl_dir")
 _P_JOURNAL_NEAR_FULL_PCT = const(18)  # terminal.params.P_JOURNAL_NEAR_FULL_PCT
 
 
