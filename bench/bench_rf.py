@@ -50,6 +50,7 @@ def run(quick=False):
             ["outcomes", ", ".join(f"{k} {v}" for k, v in outcomes.items()), f"{taps} taps"]]
     return [{"title": "Taps over RF on the emulated board (nfcpy UDP link)",
              "columns": ["figure", "median", "spread"], "rows": rows,
-             "notes": "Each tap: read 3 blocks (Read Without Encryption), decide, write 2 "
-                      "blocks back (Write Without Encryption), RF off, journal. The "
+             "notes": "Each tap: read blocks 0-3 and 4-5 (two Read Without Encryption), "
+                      "decide, write the next counter slot (two Write Without Encryption, "
+                      "one block each), RF off, journal. The "
                       "terminal's clock has 1 ms resolution."}]

@@ -117,9 +117,10 @@ def sale_over_rf(link, rf_device: str, token: str, card_image: bytes, amount: in
     import threading
 
     from host_tools.cardemu import CardEmulator
+    from host_tools.wallet import card_image as image_of
     from host_tools.wallet import card_memory
 
-    memory = card_memory(token, card_image)
+    memory = card_memory(card_image)
     with CardEmulator(memory, rf_device) as card:
         served: list[int] = []
         t = threading.Thread(target=lambda: served.append(card.serve(taps=1, timeout=30)))
@@ -129,4 +130,4 @@ def sale_over_rf(link, rf_device: str, token: str, card_image: bytes, amount: in
         finally:
             card.stop()
             t.join(30)
-    return result, bytes(memory.image[:len(card_image)])
+    return result, image_of(memory)

@@ -73,7 +73,7 @@ def test_centre_serve_sells_over_rf_answers_online_and_clears(emulated_board, tm
     from host_tools.keyring import Keyring
     from host_tools.link import TerminalLink
     from host_tools.provision import push_keys
-    from host_tools.wallet import card_memory, describe, issue_card
+    from host_tools.wallet import card_image, card_memory, describe, issue_card
 
     rf = free_udp_port()
     emu = emulated_board("served", rf_port=rf)
@@ -84,8 +84,7 @@ def test_centre_serve_sells_over_rf_answers_online_and_clears(emulated_board, tm
     subprocess.run([sys.executable, "-m", "host_tools.cli", "centre", "--db", str(db),
                     "add-card", "4980000000000001", "--credit-limit", "100000"], env=env,
                    check=True, capture_output=True)
-    memory = card_memory("4980000000000001",
-                         issue_card("4980000000000001", 1, "credit", Keyring.open()))
+    memory = card_memory(issue_card("4980000000000001", 1, "credit", Keyring.open()))
     from host_tools.cardemu import CardEmulator
 
     serve = subprocess.Popen([sys.executable, "-m", "host_tools.cli", "centre", "--db",
@@ -100,4 +99,4 @@ def test_centre_serve_sells_over_rf_answers_online_and_clears(emulated_board, tm
     assert serve.returncode == 0, err
     assert "APPROVED_ONLINE" in out  # a new card's first tap goes to the centre
     assert "clearing: batch 1, 1 new" in out
-    assert describe(bytes(memory.image[:48]))["last_online_atc"] == 1
+    assert describe(card_image(memory))["last_online_atc"] == 1

@@ -6,16 +6,8 @@ import math
 
 import pytest
 
-from drivers.felica import (
-    Felica,
-    FelicaStatusError,
-    NfcError,
-    NfcProtocolError,
-    NfcTimeout,
-    polling_frame,
-    polling_time_ms,
-    response_time_ms,
-)
+from drivers.felica import Felica, polling_frame, polling_time_ms, response_time_ms
+from terminal.errors import FelicaStatusError, NfcError, NfcProtocolError, NfcTimeout
 
 H = bytes.fromhex
 IDM = H("02fe001122334455")
@@ -238,7 +230,8 @@ def test_same_frames_and_no_allocation_on_unix_port(mpy, mpydir):
     write_rsp = b"\x0c\x09" + IDM + b"\x00\x00"
     code = "import sys\nsys.path.insert(0, %r)\n" % str(mpydir) + r'''
 import micropython
-from drivers.felica import Felica, FelicaStatusError
+from drivers.felica import Felica
+from terminal.errors import FelicaStatusError
 
 class Reader:
     # answers from preallocated frames; keeps the last command it was sent

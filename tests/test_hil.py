@@ -17,7 +17,7 @@ from host_tools.link import TerminalLink
 from host_tools.pos import run_sale
 from host_tools.provision import push_keys
 from host_tools.transfer import ack_batch, pull_batch
-from host_tools.wallet import card_memory, describe, issue_card
+from host_tools.wallet import card_image, card_memory, describe, issue_card
 
 pytestmark = pytest.mark.hil
 
@@ -79,7 +79,7 @@ def test_list_push_and_status(hw):
 def test_tap_a_card_on_the_pn532_and_pull_the_batch(hw):
     link, nfc, ring = hw
     link.set_params({"new_card_online": 0})
-    memory = card_memory("4980000000000001", issue_card("4980000000000001", 1, "credit", ring))
+    memory = card_memory(issue_card("4980000000000001", 1, "credit", ring))
     with CardEmulator(memory, nfc) as card:
         import threading
 
@@ -89,7 +89,7 @@ def test_tap_a_card_on_the_pn532_and_pull_the_batch(hw):
         card.stop()
         t.join(30)
     assert r.outcome == "APPROVED_OFFLINE", r
-    assert describe(bytes(memory.image[:48]))["atc"] == 1
+    assert describe(card_image(memory))["atc"] == 1
     print(f"tap to result on the board: {r.tap_ms} ms")
     batch = pull_batch(link)
     assert batch.records and batch.records[-1]["amount"] == 500

@@ -7,9 +7,9 @@ import threading
 
 import pytest
 
-from drivers.felica import NfcProtocolError, NfcTimeout
 from drivers.nfc_udp import NfcUdp
 from host_tools.cardemu import CardEmulator, CardMemory
+from terminal.errors import NfcProtocolError, NfcTimeout
 
 H = bytes.fromhex
 IDM = H("02fe001122334455")
@@ -105,7 +105,7 @@ def test_nobody_listening_is_no_card(mpy, mpydir):
         port = s.getsockname()[1]  # closed again: ICMP port unreachable
     code = "import sys\nsys.path.insert(0, %r)\n" % str(mpydir) + r'''
 from drivers.nfc_udp import NfcUdp
-from drivers.felica import NfcTimeout
+from terminal.errors import NfcTimeout
 nfc = NfcUdp("127.0.0.1", %d)
 a = nfc.sense_ttf()
 b = nfc.sense_ttf()

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from drivers import pn532
-from drivers.felica import NfcBusError, NfcProtocolError, NfcTimeout
 from drivers.pn532 import I2CLink, Pn532, SPILink, UARTLink, build_frame
+from terminal.errors import NfcBusError, NfcProtocolError, NfcTimeout
 
 ROOT = Path(__file__).resolve().parent.parent
 FIRMWARE = ROOT / "firmware"
@@ -611,7 +611,7 @@ print(" ".join(results), bytes(out[:4]).hex())
 def test_recovery_paths_under_unix_port(mpy, mpydir):
     code = "import sys\nsys.path.insert(0, %r)\n" % str(mpydir) + FAKE + r'''
 from drivers.pn532 import Pn532, I2CLink, UARTLink
-from drivers.felica import NfcBusError
+from terminal.errors import NfcBusError
 chip = felica_chip()
 nfc = Pn532(I2CLink(FakeI2C(chip, asleep=1)))
 v = nfc.start()

@@ -9,7 +9,7 @@ import pytest
 from host_tools.link import TerminalLink
 from host_tools.pos import run_sale, sale_over_rf
 from host_tools.provision import push_keys
-from host_tools.wallet import card_memory, describe, issue_card
+from host_tools.wallet import card_image, card_memory, describe, issue_card
 
 NOW = 1_795_000_000
 
@@ -33,8 +33,8 @@ def tap(link, memory, rf_port, amount):
     """Present the card on the board's RF field while the POS asks for a sale; the
     card's memory then holds what the terminal wrote back."""
     result, image = sale_over_rf(link, f"udp:127.0.0.1:{rf_port}", "4980000000000001",
-                                 bytes(memory.image[:48]), amount, wait_ms=15000)
-    memory.image[:48] = image
+                                 card_image(memory), amount, wait_ms=15000)
+    memory.image[:len(image) - 8] = image[8:]
     return result
 
 
@@ -43,7 +43,7 @@ def card(keyring_path):
     from host_tools.keyring import Keyring
 
     image = issue_card("4980000000000001", 1, "credit", Keyring.open())
-    return card_memory("4980000000000001", image)
+    return card_memory(image)
 
 
 def test_credit_card_read_over_rf_approved_offline_and_written_back(emulated_board, card):
@@ -51,7 +51,7 @@ def test_credit_card_read_over_rf_approved_offline_and_written_back(emulated_boa
     link = board(emulated_board, "a", rf)
     r = tap(link, card, rf, 3000)
     assert r.outcome == "APPROVED_OFFLINE", r
-    after = describe(bytes(card.image[:48]))
+    after = describe(card_image(card))
     assert (after["atc"], after["offline_today"], after["offline_count"]) == (1, 3000, 1)
     assert 0 <= r.tap_ms < 2000
 
@@ -66,7 +66,7 @@ def test_counters_travel_from_one_terminal_to_the_next(emulated_board, card):
     b.set_params({"daily_offline_cap": 15000})
     r = tap(b, card, rf_b, 9000)
     assert r.outcome == "DECLINED_OFFLINE" and "daily_cap" in r.reasons
-    assert describe(bytes(card.image[:48]))["offline_today"] == 9000
+    assert describe(card_image(card))["offline_today"] == 9000
 
 
 def test_prepaid_card_over_rf_goes_online(emulated_board, keyring_path):
@@ -74,8 +74,7 @@ def test_prepaid_card_over_rf_goes_online(emulated_board, keyring_path):
 
     rf = free_udp_port()
     link = board(emulated_board, "a", rf)
-    memory = card_memory("5000000000000003",
-                         issue_card("5000000000000003", 3, "prepaid", Keyring.open()))
+    memory = card_memory(issue_card("5000000000000003", 3, "prepaid", Keyring.open()))
     r = tap(link, memory, rf, 100)
     assert r.outcome == "DECLINED_OFFLINE" and "product_online" in r.reasons
 

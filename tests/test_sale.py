@@ -13,6 +13,7 @@ from host_tools.provision import push_keys
 from host_tools.transfer import ack_batch, pull_batch
 from host_tools.wallet import describe, issue_card
 from terminal import protocol
+from terminal.card import slot_offset
 
 NOW = 1_795_000_000  # 2026-11-18, Unix seconds
 
@@ -67,7 +68,7 @@ def test_prepaid_always_online(terminal):
 def test_tampered_card_counters_are_caught(terminal):
     _, link = terminal
     image = bytearray(card(link))
-    image[32] ^= 0x01  # offline amount today, without the issuer's key to re-MAC it
+    image[slot_offset(0) + 10] ^= 0x01  # offline amount today, without the key to re-MAC it
     r = run_sale(link, 500, bytes(image))
     assert r.outcome == "DECLINED_OFFLINE" and "counters_bad" in r.reasons
 

@@ -20,18 +20,15 @@ nfcpy names it. Service codes and block numbers go little-endian on the air,
 the system code in a polling big-endian. Block lists use 2-byte elements for
 blocks 0..255 and 3-byte ones above.
 
-The error tree for everything NFC lives here, the layer every driver serves:
-NfcError -> NfcTimeout (the card or the chip did not answer in time),
-NfcProtocolError (a garbled or unexpected answer; FelicaStatusError when the
-card's status flags report a refusal) and NfcBusError (the reader chip does
-not answer on its host bus: reset it).
+Errors are terminal.errors' NFC tree (NfcTimeout, NfcProtocolError,
+FelicaStatusError, NfcBusError under NfcError).
 
 Nothing allocates once warm: commands are built in one buffer made in
 __init__, and block data is copied into the caller's buffer.
 """
 
 from terminal.compat import const
-from terminal.errors import TerminalError
+from terminal.errors import FelicaStatusError, NfcProtocolError
 
 SYSTEM_CODE_ANY = const(0xFFFF)
 REQUEST_NONE = const(0)
@@ -46,37 +43,6 @@ _WRITE = const(0x08)
 _HEAD = const(14)  # LEN, code, IDm (8), services (1), service code (2), blocks (1)
 _IDM = const(2)  # IDm offset in commands and responses
 _RSP_MIN = const(12)  # LEN, code, IDm, status flag 1, status flag 2
-
-
-class NfcError(TerminalError):
-    """Root of the NFC errors: the tap failed, poll again."""
-
-
-class NfcTimeout(NfcError):
-    """The card (or the reader chip) did not answer in time: usually the card left."""
-
-
-class NfcProtocolError(NfcError):
-    """An answer arrived but was not the one the protocol allows."""
-
-
-class NfcBusError(NfcError):
-    """The reader chip does not answer on its host bus even after wake-up and resend."""
-
-
-class FelicaStatusError(NfcProtocolError):
-    """The card refused a command: status flag 1 (which element) and 2 (why).
-
-    Status flag 2 codes (FeliCa card user's manual) are listed in docs/nfc.md,
-    e.g. 0xA1 illegal number of services, 0xA2 illegal number of blocks,
-    0xA5 access not allowed, 0xA8 illegal block number, 0xA9 write failed.
-    """
-
-    def __init__(self, command, status1, status2):
-        super().__init__("FeliCa %s refused: status flags %02X %02X"
-                         % (command, status1, status2))
-        self.status1 = status1
-        self.status2 = status2
 
 
 def polling_frame(buf, system_code=SYSTEM_CODE_ANY, request_code=REQUEST_SYSTEM_CODE,

@@ -25,8 +25,9 @@ buffers, so a warm tap allocates nothing on MicroPython (`ipoll`, stream
 import select
 import socket
 
-from drivers.felica import NfcProtocolError, NfcTimeout, polling_frame
+from drivers.felica import polling_frame
 from terminal.compat import const, ticks_add, ticks_diff, ticks_ms
+from terminal.errors import NfcProtocolError, NfcTimeout
 
 _SENSE_TIMEOUT_MS = const(100)
 _SLACK_MS = const(200)  # the link and the emulator process, beyond the card's own time

@@ -29,8 +29,8 @@ speaks SPI LSB first, which the RP2 cannot, so SPILink reverses bits itself
 unless told the bus already sends LSB first.
 """
 
-from drivers.felica import NfcBusError, NfcProtocolError, NfcTimeout
 from terminal.compat import const, ticks_add, ticks_diff, ticks_ms
+from terminal.errors import NfcBusError, NfcProtocolError, NfcTimeout
 
 I2C_ADDRESS = const(0x24)
 

@@ -1,12 +1,14 @@
 """A sale over the host link: the POS asks, a card is read, the terminal decides.
 
-    SALE (signed)  amount u32, card wait ms u32, flags u8 [, card image (48)] [, draw u8]
+    SALE (signed)  amount u32, card wait ms u32, flags u8 [, card image (104)] [, draw u8]
         flags: 1 = card image given (bench injection, no RF), 2 = centre reachable,
                4 = random-selection draw given (emulated board only: a seeded demo
                    and the fleet simulation then make the same decisions)
         -> outcome u8, reasons u32, approval code (6), journal seq u32,
            tap-to-result ms u16 (from the card sensed, or the request for an
-           injected card, to the journalled result), card image after the sale (48)
+           injected card, to the journalled result), card image after the sale (104)
+
+A card image is terminal.card's: the card's IDm, then its blocks 0-5.
     ONLINE_RESULT (signed)  event seq u16, approved u8, approval code (6)
 
 When the decision is GO_ONLINE and the centre is reachable, the terminal sends
@@ -82,7 +84,8 @@ class Sales:
         sensed = ticks_ms()
         if flags & FLAG_CARD_GIVEN:
             if len(args) != 9 + RECORD_LEN:
-                return protocol.ERR_MALFORMED, "card image flag set but no 48-byte image"
+                return protocol.ERR_MALFORMED, ("card image flag set but no %d-byte image"
+                                                  % RECORD_LEN)
             tap.raw[:] = args[9:]
         elif self.card_source is None:
             return protocol.ERR_STATE, "no NFC reader on this terminal: give the card image"
@@ -103,7 +106,7 @@ class Sales:
                 approved, code = answer
         res = tap.conclude(res, amount, now, online, approved)
         if tap.write_back and not flags & FLAG_CARD_GIVEN:
-            res = tap.card_written(res, self.card_source.write(tap.raw))
+            res = tap.card_written(res, self.card_source.write(tap.raw, tap.rec.slot))
         if not flags & FLAG_CARD_GIVEN:
             self.card_source.release()
         try:

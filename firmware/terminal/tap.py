@@ -1,11 +1,11 @@
 """One tap, from the card's bytes to a journalled result, allocating nothing.
 
     tap = Tap(engine, keystore, negative_list, journal)
-    # the card source has filled tap.raw (RECORD_LEN bytes read from the card)
+    # the card source has filled tap.raw (the card image: IDm, blocks 0-5)
     res = tap.decide(amount, now, r, centre_up)          # decision.* result int
     # GO_ONLINE: ask the centre; no answer -> res = tap.unable(res)
     res = tap.conclude(res, amount, now, online, approved)
-    # tap.write_back: the new card image is in tap.raw; write it, then
+    # tap.write_back: the new state is in tap.raw, slot tap.rec.slot; write its blocks, then
     res = tap.card_written(res, ok)                      # offline approval needs the write
     # from conclude() on, res is a final result: res & FINAL_MASK, res >> FINAL_SHIFT
     seq = tap.record(res, amount, now, approval_code)    # journal, before the result shows

@@ -32,23 +32,24 @@ def argparse_card(sub):
 
 def do_card(state, args):
     from host_tools.cardemu import CardEmulator
-    from host_tools.wallet import Wallet, card_memory, describe
+    from host_tools.wallet import Wallet, card_image, card_memory, describe
 
     if not (args.rf_port or args.device):
         raise ToolError("give --rf-port (emulated board) or --device (nfcpy reader)")
     wallet = Wallet.open(args.wallet)
     image = wallet.card(args.token, args.issuer, args.product, state.keyring(), args.expiry)
-    memory = card_memory(args.token, image)
+    memory = card_memory(image)
     device = args.device or f"udp:127.0.0.1:{args.rf_port}"
     with CardEmulator(memory, device) as card:
         print(f"card {args.token} on {device}: waiting for a reader ...", file=sys.stderr,
               flush=True)
         served = card.serve(taps=args.taps, timeout=args.timeout)
-    wallet.store(args.token, bytes(memory.image[:len(image)]))
+    after = card_image(memory)
+    wallet.store(args.token, after)
     wallet.save()
     if not served:
         raise ToolError(f"no reader read the card within {args.timeout:g} s")
-    d = describe(bytes(memory.image[:len(image)]))
+    d = describe(after)
     print(f"card {args.token}: read {served} time(s); counters now atc {d['atc']}, "
           f"offline today {d['offline_today']}, since online {d['offline_since_online']}")
     return 0
