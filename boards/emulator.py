@@ -26,7 +26,9 @@ ISSUER_CAPACITY = 32
 ISSUER_KEY_CAPACITY = 16
 COUNTER_CAPACITY = 512
 JOURNAL_CAPACITY = 20_000
-# NFC: nfcpy's UDP link (host, port) as the RF field.
-NFC = "udp"
-NFC_UDP_HOST = "127.0.0.1"
-NFC_UDP_PORT = 0  # 0 = no RF field attached unless the launcher gives one
+# NFC: a PN532 on the UART (HSU, 115200 8N1), the emulated PN532 of the launcher
+# (host_tools/pn532emu.py) on a pty; its RF side is nfcpy's UDP link.
+NFC = "pn532"
+NFC_BUS = "uart"
+NFC_UART_BAUD = 115_200  # the PN532's HSU rate after power-up (UM0701-02 6.2)
+NFC_MAX_FRAME = 96  # longest FeliCa frame (LEN included): a 4-block read or write

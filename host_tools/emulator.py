@@ -30,6 +30,9 @@ from pathlib import Path
 from host_tools.errors import ToolError
 from host_tools.keyring import Keyring
 
+if typing.TYPE_CHECKING:
+    from host_tools.pn532emu import Pn532Emulator
+
 ROOT = Path(__file__).resolve().parent.parent
 FIRMWARE = ROOT / "firmware"
 BOARDS = ROOT / "boards"
@@ -63,7 +66,8 @@ def parse_size(text: str) -> int:
 class Emulator:
     def __init__(self, board: str = "emulator", flash: str | Path | None = None,
                  heap: int | None = None, keyring: Keyring | None = None,
-                 log: str | Path | None = None, rf_port: int | None = None):
+                 log: str | Path | None = None, rf_port: int | None = None,
+                 rf_driver: str = "pn532"):
         self.board = board
         self.heap = heap or board_heap(board)
         self.flash = Path(flash or DEFAULT_FLASH).resolve()
@@ -71,6 +75,11 @@ class Emulator:
         self.log_path = Path(log) if log else Path(str(self.flash) + ".log")
         self.keyring = keyring
         self.rf_port = rf_port  # nfcpy UDP link: the card emulator's port (RF field)
+        if rf_driver not in ("pn532", "udp"):
+            raise ToolError(f"RF driver {rf_driver!r}: pn532 (the board's driver on an "
+                            "emulated PN532) or udp (nfcpy's link straight from the firmware)")
+        self.rf_driver = rf_driver
+        self.pn532: Pn532Emulator | None = None  # the emulated PN532, with an RF port
         self.proc: subprocess.Popen | None = None
         self.port = ""
         self.boot_ms = 0.0
@@ -121,8 +130,10 @@ class Emulator:
         cmd = [micropython_binary(), "-X", f"heapsize={self.heap}", str(build / "main.py"),
                "--board", self.board, "--boards", str(BOARDS),
                "--flash", str(self.flash), "--key", str(self.key_path)]
-        if self.rf_port:
-            cmd += ["--rf-port", str(self.rf_port)]
+        if self.rf_port and self.rf_driver == "udp":
+            cmd += ["--nfc-udp", f"127.0.0.1:{self.rf_port}"]
+        elif self.rf_port:
+            cmd += ["--nfc-uart", self._start_pn532()]
         env = dict(os.environ, MICROPYPATH=f"{build}:.frozen")
         t0 = time.monotonic()
         self._log = open(self.log_path, "ab")
@@ -186,7 +197,24 @@ class Emulator:
             self.proc.wait()
         self._close_fds()
 
+    def _start_pn532(self) -> str:
+        """The emulated PN532 on a pty, its RF side on the card's UDP port, its time
+        model on this board file's NFC bus; returns the pty path for the firmware."""
+        from host_tools.build import board_values
+        from host_tools.pn532emu import Pn532Emulator, bus_model
+
+        if self.pn532 is None:
+            self.pn532 = Pn532Emulator(rf=f"udp:127.0.0.1:{self.rf_port}",
+                                       bus=bus_model(board_values(self.board)),
+                                       log_path=Path(str(self.flash) + ".rf.jsonl"))
+        else:
+            self.pn532.stop()
+            self.pn532.power_on()
+        return self.pn532.start()
+
     def _close_fds(self) -> None:
+        if self.pn532 is not None:
+            self.pn532.stop()
         if self._slave >= 0:
             os.close(self._slave)
             self._slave = -1
@@ -237,14 +265,14 @@ def serve(emu: Emulator, announce=print) -> int:
 
 
 def detach(board: str, flash: Path, heap: int | None, timeout: float = 30.0,
-           rf_port: int | None = None) -> dict:
+           rf_port: int | None = None, rf_driver: str = "pn532") -> dict:
     """Start `termctl emulate` in the background; returns {port, pid, ...} once ready."""
     cmd = [sys.executable, "-m", "host_tools.cli", "emulate", "--board", board,
            "--flash", str(flash), "--announce-json"]
     if heap:
         cmd += ["--heap", str(heap)]
     if rf_port:
-        cmd += ["--rf-port", str(rf_port)]
+        cmd += ["--rf-port", str(rf_port), "--rf-driver", rf_driver]
     Path(flash).resolve().parent.mkdir(parents=True, exist_ok=True)
     log = open(str(Path(flash).resolve()) + ".launcher.log", "ab")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,

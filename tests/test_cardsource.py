@@ -47,6 +47,11 @@ class LiteS:
     def image(self):
         return bytes(self.idm) + bytes(self.blocks[:C.RECORD_LEN - 8])
 
+    def start(self):
+        self.log.append(("start",))
+
+    reset = start
+
     def sense_ttf(self, system_code=0xFFFF, request_code=0, brty=212, timeout_ms=0):
         if not self.present or system_code not in (0xFFFF, self.system_code):
             return None
@@ -54,7 +59,7 @@ class LiteS:
         rd = self.system_code.to_bytes(2, "big") if request_code == 1 else b""
         return memoryview(b"\x01" + self.idm + PMM + rd)
 
-    def exchange(self, frame, timeout_ms):
+    def exchange(self, frame, timeout_ms, rsp_len=0):
         f = bytes(frame[:frame[0]])
         if not self.present:
             raise NfcTimeout("card did not answer")
@@ -89,7 +94,7 @@ def test_reads_two_commands_through_the_read_only_service():
     raw = bytearray(C.RECORD_LEN)
     assert cards.read(raw, 100)
     assert bytes(raw) == card.image()
-    assert card.log == [("poll", C.SYSTEM_CODE, 1), (6, C.SERVICE_RO, (0, 1, 2, 3)),
+    assert card.log == [("start",), ("poll", C.SYSTEM_CODE, 1), (6, C.SERVICE_RO, (0, 1, 2, 3)),
                         (6, C.SERVICE_RO, (4, 5))]
 
 

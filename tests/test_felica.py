@@ -24,7 +24,7 @@ class Captured:
         self.sent = []
         self.timeouts = []
 
-    def exchange(self, frame, timeout_ms):
+    def exchange(self, frame, timeout_ms, rsp_len=0):
         sent = bytes(frame[: frame[0]])
         self.sent.append(sent)
         self.timeouts.append(timeout_ms)
@@ -239,7 +239,7 @@ class Reader:
         self.read = memoryview(bytearray(READ))
         self.write = memoryview(bytearray(WRITE))
         self.last = bytearray(256)
-    def exchange(self, frame, timeout_ms):
+    def exchange(self, frame, timeout_ms, rsp_len=0):
         n = frame[0]
         for i in range(n):
             self.last[i] = frame[i]

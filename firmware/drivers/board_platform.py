@@ -24,9 +24,10 @@ class BoardPlatform:
         if hasattr(board, "open_nfc"):
             from drivers.cardsource import FelicaCards
 
-            nfc = board.open_nfc()
-            nfc.start()
-            self.card_source = FelicaCards(nfc)
+            self.card_source = FelicaCards(board.open_nfc())
+            # A PN532 that does not answer stops nothing: the host link and clearing go
+            # on, status shows the reader fault, and it is tried again (cardsource.py).
+            self.card_source.start()
 
     def shutdown(self):
         micropython.kbd_intr(3)

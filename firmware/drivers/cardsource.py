@@ -1,6 +1,7 @@
 """The card on the reader: its image read over FeliCa, its next counter slot written back.
 
     cards = FelicaCards(nfc)             # nfc: Pn532 on a board (NfcUdp: explicit option)
+    cards.start()                        # False: the reader does not answer (retried later)
     if cards.read(image, wait_ms):       # polls until a card answers or wait_ms passes
         ...decide...
         cards.write(image, rec.slot)     # the slot's two blocks, one Write each
@@ -15,31 +16,43 @@ card that answers for another system (a multi-system card's system 0, a
 phone) is not taken: its IDm would not be the one the MAC binds, and the
 profile's blocks are not there.
 
-Nothing allocates once constructed. An NFC error while reading ends that
-attempt (the loop polls again until wait_ms); one while writing returns False,
-which the sale turns into a decline of an offline approval, so a card pulled
-away mid-write keeps no approval (card.py: the slot it was read from still holds).
-`last_error` names what went wrong last, for the sale's answer.
+Nothing allocates once constructed. An NFC error while sensing or reading
+ends that attempt (the loop polls again until wait_ms); one while writing
+returns False, which the sale turns into a decline of an offline approval, so
+a card pulled away mid-write keeps no approval (card.py: the slot it was read
+from still holds). `WHY[last_error]` words what went wrong last, for the
+sale's answer. A reader chip that stops answering (NfcBusError), or three
+errors in a row, gets `nfc.reset()`; one that does not answer at all leaves
+the terminal running: `reader_ok` is False, status says so, and the next sale
+(or `idle()`, every 10 s) tries to start it again.
 """
 
 from drivers.felica import REQUEST_SYSTEM_CODE, Felica
 from terminal.card import IDM_LEN, SERVICE_RO, SERVICE_RW, SLOT_FIRST_BLOCK, SYSTEM_CODE
-from terminal.compat import const, ticks_diff, ticks_ms
-from terminal.errors import NfcError
+from terminal.compat import const, ticks_add, ticks_diff, ticks_ms
+from terminal.errors import NfcBusError, NfcError
 
 _FIRST_READ = b"\x00\x01\x02\x03"  # issuer blocks and slot A
 _SECOND_READ = b"\x04\x05"  # slot B
 _ONE_BLOCK = (b"\x00", b"\x01", b"\x02", b"\x03", b"\x04", b"\x05")
 _POLL_MS = const(100)
 
-# last_error values (the sale words them)
+_RESET_AFTER = const(3)  # NFC errors in a row after which the reader is reset
+_RETRY_MS = const(10000)  # a reader that does not answer is tried again this often
+
+# last_error values (the sale words them: WHY)
 NO_ERROR = const(0)
 OTHER_SYSTEM = const(1)  # a card answered, for another system code
-READ_FAILED = const(2)  # the card left, or garbled, while its blocks were read
+READ_FAILED = const(2)  # the card left, or garbled, while it was sensed or read
 WRITE_FAILED = const(3)
+READER_FAULT = const(4)  # the reader chip does not answer on its bus
+WHY = ("", ": a card answered for another system", ": the card left or garbled while read",
+       ": the card left while written", ": card reader fault (the PN532 does not answer)")
 
 
 class FelicaCards:
+    WHY = WHY
+
     def __init__(self, nfc, system_code=SYSTEM_CODE):
         self.nfc = nfc
         self.system_code = system_code
@@ -53,7 +66,64 @@ class FelicaCards:
         self.writes = 0
         self.errors = 0
         self.other_system = 0  # cards that answered for another system
+        self.resets = 0  # reader resets after errors
+        self.reader_ok = False  # start() succeeded (and no reset failed since)
+        self.start_failures = 0
         self.last_error = NO_ERROR
+        self._in_a_row = 0  # NFC errors since the last success
+        self._retry_at = 0
+
+    # -- the reader ---------------------------------------------------------------
+
+    def start(self):
+        """Set the reader up (nfc.start()). A reader that does not answer is no
+        reason to stop the terminal: False, and the sale and status say so; the
+        next sale, or idle() now and then, tries again."""
+        try:
+            self.nfc.start()
+            self.reader_ok = True
+            self._in_a_row = 0
+            return True
+        except NfcError:
+            return self._down()
+
+    def _down(self):
+        self.reader_ok = False
+        self.start_failures += 1
+        self.last_error = READER_FAULT
+        self._retry_at = ticks_add(ticks_ms(), _RETRY_MS)
+        return False
+
+    def idle(self):
+        """Between host requests: try a reader that is down again, every _RETRY_MS."""
+        if not self.reader_ok and ticks_diff(ticks_ms(), self._retry_at) >= 0:
+            self.start()
+
+    def _failed(self, err, why):
+        # One failed NFC exchange. A chip that stopped answering on its bus, or
+        # errors in a row, gets a reset (RSTPDN pulse if wired, then start again).
+        self.errors += 1
+        self.last_error = why
+        self._in_a_row += 1
+        if isinstance(err, NfcBusError) or self._in_a_row >= _RESET_AFTER:
+            self.resets += 1
+            self._in_a_row = 0
+            try:
+                self.nfc.reset()
+                self.reader_ok = True
+            except NfcError:
+                self._down()
+
+    def status_fields(self):
+        nfc = self.nfc
+        return [("nfc_reader", "ok" if self.reader_ok else
+                 "fault: the PN532 does not answer (tried %d times; retrying)"
+                 % self.start_failures),
+                ("nfc_reads", self.reads), ("nfc_writes", self.writes),
+                ("nfc_errors", self.errors), ("nfc_resets", self.resets),
+                ("nfc_other_system", self.other_system),
+                ("nfc_resends", getattr(nfc, "resends", 0)),
+                ("nfc_nacks", getattr(nfc, "nacks", 0))]
 
     def _views(self, raw):
         if self._raw is not raw:  # the tap's one buffer: the views are made once
@@ -69,6 +139,8 @@ class FelicaCards:
         self._views(raw)
         felica = self.felica
         self.last_error = NO_ERROR
+        if not self.reader_ok and not self.start():
+            return False
         start = ticks_ms()
         while True:
             try:
@@ -87,10 +159,12 @@ class FelicaCards:
                         felica.read_without_encryption(SERVICE_RO, _FIRST_READ, self._first)
                         felica.read_without_encryption(SERVICE_RO, _SECOND_READ, self._second)
                         self.reads += 1
+                        self._in_a_row = 0
                         return True
-            except NfcError:
-                self.errors += 1
-                self.last_error = READ_FAILED
+            except NfcError as e:
+                self._failed(e, READ_FAILED)
+                if not self.reader_ok:
+                    return False
             if ticks_diff(ticks_ms(), start) >= wait_ms:
                 return False
 
@@ -104,14 +178,17 @@ class FelicaCards:
                 self.felica.write_without_encryption(SERVICE_RW, _ONE_BLOCK[b],
                                                      self._blocks[b])
             self.writes += 1
+            self._in_a_row = 0
             return True
-        except NfcError:
-            self.errors += 1
-            self.last_error = WRITE_FAILED
+        except NfcError as e:
+            self._failed(e, WRITE_FAILED)
             return False
 
     def release(self):
+        """RF off: the tap is over, whatever happened (a reset leaves it off too)."""
+        if not self.reader_ok:
+            return
         try:
             self.nfc.rf_off()
-        except NfcError:
-            self.errors += 1
+        except NfcError as e:
+            self._failed(e, self.last_error)

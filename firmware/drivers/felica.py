@@ -6,11 +6,13 @@
     n = card.read_without_encryption(0x000B, b"\\x00\\x01\\x02", out48)
     card.write_without_encryption(0x0009, b"\\x01\\x02", data32)
 
-The reader below this module needs one method, `exchange(frame, timeout_ms)`:
-`frame` is a FeliCa frame whose first byte is its length (LEN counts itself),
-so a caller may hand in its whole command buffer and only `frame[0]` bytes go
-out; it returns the card's response frame (LEN first) as a memoryview that
-stays valid until the next call, or raises NfcTimeout / NfcProtocolError.
+The reader below this module needs one method, `exchange(frame, timeout_ms,
+rsp_len)`: `frame` is a FeliCa frame whose first byte is its length (LEN counts
+itself), so a caller may hand in its whole command buffer and only `frame[0]`
+bytes go out; `rsp_len` is the length of the response the command should get
+(a hint: a bus reads that many bytes); it returns the card's response frame
+(LEN first) as a memoryview that stays valid until the next call, or raises
+NfcTimeout / NfcProtocolError.
 Both the PN532 driver (InCommunicateThru) and the nfcpy UDP link driver
 provide it, so the card code is the same on a board and on the emulated board.
 
@@ -99,7 +101,8 @@ class Felica:
         """Send a Polling and activate the card that answers; returns the SENSF_RES
         frame (LEN first). Raises NfcTimeout if no card answers."""
         polling_frame(self._cmd, system_code, request_code, time_slots)
-        rsp = self.nfc.exchange(self._cmd, timeout_ms or polling_time_ms(time_slots))
+        rsp = self.nfc.exchange(self._cmd, timeout_ms or polling_time_ms(time_slots),
+                                20 if request_code else 18)
         n = len(rsp)
         if n < 18 or rsp[0] != n or rsp[1] != 0x01:
             raise NfcProtocolError("bad polling response")
@@ -115,7 +118,8 @@ class Felica:
         n = self._begin(_READ, service_code, blocks)
         if len(out) < BLOCK_SIZE * n:
             raise ValueError("out holds fewer than %d blocks" % n)
-        rsp = self.nfc.exchange(self._cmd, timeout_ms or response_time_ms(self.pmm[5], n))
+        rsp = self.nfc.exchange(self._cmd, timeout_ms or response_time_ms(self.pmm[5], n),
+                                13 + BLOCK_SIZE * n)
         self._check(rsp, _READ, "read")
         if len(rsp) != 13 + BLOCK_SIZE * n or rsp[12] != n:
             raise NfcProtocolError("read response holds the wrong number of blocks")
@@ -133,7 +137,7 @@ class Felica:
         for i in range(BLOCK_SIZE * n):
             c[p + i] = data[i]
         c[0] = p + BLOCK_SIZE * n
-        rsp = self.nfc.exchange(c, timeout_ms or response_time_ms(self.pmm[6], n))
+        rsp = self.nfc.exchange(c, timeout_ms or response_time_ms(self.pmm[6], n), _RSP_MIN)
         self._check(rsp, _WRITE, "write")
         if len(rsp) != _RSP_MIN:
             raise NfcProtocolError("write response has the wrong length")

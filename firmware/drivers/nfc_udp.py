@@ -91,6 +91,12 @@ class NfcUdp:
         self.rf_off()
         self._sock.close()
 
+    def start(self):
+        """Nothing to set up: the link is a socket (Pn532.start's counterpart)."""
+
+    def reset(self):
+        self.rf_off()
+
     # -- reader -------------------------------------------------------------------------
 
     def sense_ttf(self, system_code=0xFFFF, request_code=1, brty=212,
@@ -138,9 +144,10 @@ class NfcUdp:
                 return _view(self._uid_views, uid, 0, got)
         return None
 
-    def exchange(self, frame, timeout_ms):
+    def exchange(self, frame, timeout_ms, rsp_len=0):
         """Send a FeliCa frame (frame[0] = its length) to the card sensed last;
-        returns its response frame (LEN first), valid until the next call."""
+        returns its response frame (LEN first), valid until the next call.
+        rsp_len (the expected length) is not needed: a datagram is one frame."""
         n = frame[0]
         if n < 1 or n > self.max_frame:
             raise ValueError("frame length %d" % n)

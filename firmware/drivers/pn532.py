@@ -47,6 +47,7 @@ _PN_TO_HOST = const(0xD5)
 _ERROR_TFI = const(0x7F)
 _P = const(7)  # parameters start: 00 00 FF LEN LCS D4 CMD
 _OVERHEAD = const(11)  # I2C status, preamble, 00 FF, LEN, LCS, D5, CMD+1, status, DCS, postamble
+_EXACT = const(10)  # a response of n data bytes, read exactly: n + I2C status .. postamble
 
 # RFConfiguration items.
 _RF_FIELD = const(0x01)
@@ -60,6 +61,7 @@ _NACK = const(2)
 _DATA = const(3)
 _ERROR = const(4)
 _BAD = const(5)
+_SHORT = const(6)  # a frame longer than the bytes read for it
 
 _ACK_TIMEOUT_MS = const(30)  # the PN532 ACKs within about 1 ms; allow for a slow bus
 _SENSE_TIMEOUT_MS = const(150)
@@ -100,8 +102,16 @@ def build_frame(buf, cmd, n_params):
     return end + 2
 
 
+def link_reads_exact(link):
+    """I2C and SPI reads take as many bytes as asked: the driver asks for the frame
+    it expects. A UART stream stops at each frame's end by itself."""
+    return getattr(link, "reads_exact", False)
+
+
 class I2CLink:
     """PN532 on I2C (address 0x24). Every read starts with a status byte: 01 = ready."""
+
+    reads_exact = True
 
     def __init__(self, i2c, address=I2C_ADDRESS):
         self.i2c = i2c
@@ -146,6 +156,8 @@ class SPILink:
     was made with firstbit=SPI.LSB (ESP32 can); otherwise (RP2, SoftSPI) every
     byte is bit-reversed here, through a 256-byte table.
     """
+
+    reads_exact = True
 
     def __init__(self, spi, cs, lsb_first=False):
         self.spi = spi
@@ -283,16 +295,24 @@ class Pn532:
     max_frame: longest FeliCa frame either way (LEN included; 96 covers a
     4-block read or write). retries: resends of a command the chip did not
     ACK, and NACKs for a response with a bad checksum. reset: optional Pin
-    wired to RSTPDN.
+    wired to RSTPDN. ack_ms: how long to wait for the ACK; slack_ms: extra
+    host-side wait for a response (both larger on the emulated board, whose
+    chip runs in a PC process).
     """
 
-    def __init__(self, link, max_frame=96, retries=2, reset=None):
+    def __init__(self, link, max_frame=96, retries=2, reset=None, ack_ms=_ACK_TIMEOUT_MS,
+                 slack_ms=0):
         if not 16 <= max_frame <= 252:
             raise ValueError("max_frame must be 16..252")
         self.link = link
         self.max_frame = max_frame
         self.retries = retries
         self.reset_pin = reset
+        # Host-side waits: the chip's ACK, and beyond the chip's own response time. A
+        # board keeps the defaults; the emulated board's chip is a PC process whose
+        # wall-clock time is not the chip's (docs/boards.md).
+        self.ack_ms = ack_ms
+        self.slack_ms = slack_ms
         self.resends = 0  # commands sent again after no ACK (bus health, for the status page)
         self.nacks = 0  # responses asked again after a checksum error
         self._tx = bytearray(_P + max_frame + 2)
@@ -340,7 +360,7 @@ class Pn532:
 
     def get_firmware_version(self):
         """GetFirmwareVersion -> (IC 0x32, version, revision, supported protocols)."""
-        n = self._command(_GET_FIRMWARE_VERSION, 0, _CMD_TIMEOUT_MS)
+        n = self._command(_GET_FIRMWARE_VERSION, 0, _CMD_TIMEOUT_MS, 4)
         if n != 4:
             raise NfcProtocolError("bad GetFirmwareVersion response")
         rx = self._rx
@@ -353,7 +373,7 @@ class Pn532:
         tx[_P] = mode
         tx[_P + 1] = timeout
         tx[_P + 2] = irq
-        self._command(_SAM_CONFIGURATION, 3, _CMD_TIMEOUT_MS)
+        self._command(_SAM_CONFIGURATION, 3, _CMD_TIMEOUT_MS, 0)
 
     def rf_off(self):
         """Switch the RF field off: the card resets, the next sense starts a new tap."""
@@ -363,7 +383,7 @@ class Pn532:
     def release(self):
         """InRelease all targets (the field stays on)."""
         self._tx[_P] = 0
-        self._command(_IN_RELEASE, 1, _CMD_TIMEOUT_MS)
+        self._command(_IN_RELEASE, 1, _CMD_TIMEOUT_MS, 1)
 
     # -- reader -------------------------------------------------------------------------
 
@@ -386,7 +406,8 @@ class Pn532:
         tx[_P + 4] = system_code & 0xFF
         tx[_P + 5] = request_code
         tx[_P + 6] = 0  # one time slot
-        n = self._command(_IN_LIST_PASSIVE_TARGET, 7, timeout_ms)
+        # NbTg, Tg, POL_RES: its length, 01, IDm, PMm [, request data]
+        n = self._command(_IN_LIST_PASSIVE_TARGET, 7, timeout_ms, 22 if request_code else 20)
         rx = self._rx
         a = self._at
         if n < 1 or rx[a] == 0:
@@ -420,11 +441,12 @@ class Pn532:
             out[i] = rx[a + 6 + i]
         return _view(self._uid_views, out, 0, ln)
 
-    def exchange(self, frame, timeout_ms):
+    def exchange(self, frame, timeout_ms, rsp_len=0):
         """Send a FeliCa frame (frame[0] = its length) to the card with
         InCommunicateThru; returns the card's response frame (LEN first), a
         memoryview valid until the next command. timeout_ms: the card's response
-        time (drivers.felica works it out from PMm)."""
+        time (drivers.felica works it out from PMm); rsp_len: the response frame's
+        length if known (a bus then reads that much; a longer one is read again)."""
         n = frame[0]
         if n < 2 or n > self.max_frame:
             raise ValueError("FeliCa frame length %d" % n)
@@ -432,7 +454,8 @@ class Pn532:
         tx = self._tx
         for i in range(n):
             tx[_P + i] = frame[i]
-        k = self._command(_IN_COMMUNICATE_THRU, n, timeout_ms + _SLACK_MS)
+        k = self._command(_IN_COMMUNICATE_THRU, n, timeout_ms + _SLACK_MS,
+                          1 + rsp_len if rsp_len > 0 else -1)
         rx = self._rx
         a = self._at
         if k < 1:
@@ -454,25 +477,34 @@ class Pn532:
         tx[_P + 1] = a
         tx[_P + 2] = b
         tx[_P + 3] = c
-        self._command(_RF_CONFIGURATION, 1 + n, _CMD_TIMEOUT_MS)
+        self._command(_RF_CONFIGURATION, 1 + n, _CMD_TIMEOUT_MS, 0)
 
     def _set_rf_timeout(self, timeout_ms):
         # InCommunicateThru waits 100 us * 2**(index - 1) for the card (index 1..16);
-        # set the smallest index that covers timeout_ms, only when it changes.
+        # the smallest index that covers timeout_ms. It only rises until start(): a
+        # tap's reads then run under its writes' timeout (a card that is gone costs
+        # 12.8 ms instead of 3.2 on a Lite-S) and a tap sends no RFConfiguration for it.
         us = timeout_ms * 1000
         index = 1
         while index < 16 and (100 << (index - 1)) < us:
             index += 1
-        if index != self._timeout_index:
+        if index > self._timeout_index:
             # RFU, ATR_RES timeout (0x0B = 102.4 ms, the chip's default), retry timeout
             self._rf_configuration(_RF_TIMINGS, 0x00, 0x0B, index, 3)
             self._timeout_index = index
 
-    def _command(self, cmd, n_params, timeout_ms):
+    def _command(self, cmd, n_params, timeout_ms, rsp_len=-1):
         """Send command `cmd` (parameters at _tx[7:]); returns the number of response
-        data bytes, which start at _rx[_at]."""
+        data bytes, which start at _rx[_at]. rsp_len: the response data bytes the
+        caller expects (after D5, CMD+1), so that I2C and SPI read that frame and no
+        more (UM0701-02 6.2.4: the host reads as many bytes as it wants after the
+        status byte); -1: unknown, read the whole buffer."""
         frame = _view(self._tx_views, self._tx_mv, 0, build_frame(self._tx, cmd, n_params))
+        rx = self._rx_mv
+        if 0 <= rsp_len <= len(self._rx) - _EXACT and link_reads_exact(self.link):
+            rx = _view(self._rx_views, self._rx_mv, 0, _EXACT + rsp_len)
         link = self.link
+        ack_ms = self.ack_ms
         for attempt in range(self.retries + 1):
             if attempt:
                 self.resends += 1
@@ -480,22 +512,22 @@ class Pn532:
             try:
                 link.flush()
                 link.write(frame)
-                kind = self._receive(self._ack_mv, _ACK_TIMEOUT_MS)
+                kind = self._receive(self._ack_mv, ack_ms)
             except OSError:  # NACKed address, clock-stretch timeout: wake and resend
                 continue
             if kind == _ACK:
                 try:
-                    return self._response(cmd, timeout_ms)
+                    return self._response(cmd, timeout_ms + self.slack_ms, rx)
                 except OSError:
                     break
         raise NfcBusError("PN532 does not answer on its bus")
 
-    def _response(self, cmd, timeout_ms):
+    def _response(self, cmd, timeout_ms, view):
         link = self.link
         asked = 0
         while True:
             try:
-                kind = self._receive(self._rx_mv, timeout_ms)
+                kind = self._receive(view, timeout_ms)
             except OSError:
                 kind = _BAD
             if kind == _DATA:
@@ -515,17 +547,20 @@ class Pn532:
             if asked >= self.retries:
                 raise NfcProtocolError("PN532 response checksum")
             asked += 1
-            self.nacks += 1
+            if kind == _SHORT:
+                view = self._rx_mv  # longer than expected: read all of it this time
+            else:
+                self.nacks += 1
             link.write(self._nack)  # the chip sends its last response again
 
     def _receive(self, view, timeout_ms):
-        # view: the ACK-sized or the whole head of _rx; parsing reads _rx itself
+        # view: the ACK-sized, the expected or the whole head of _rx; parsing reads _rx
         n = self.link.read(view, timeout_ms)
         if not n:
             return _NONE
-        return self._parse(n)
+        return self._parse(n, len(view) < len(self._rx))
 
-    def _parse(self, n):
+    def _parse(self, n, partial=False):
         buf = self._rx
         s = buf.find(b"\x00\xff", 0, n)
         if s < 0 or s + 4 > n:
@@ -536,8 +571,12 @@ class Pn532:
             return _ACK
         if ln == 0xFF and lcs == 0:
             return _NACK
-        if (ln + lcs) & 0xFF or ln < 1 or s + 5 + ln > n:
+        if (ln + lcs) & 0xFF or ln < 1:
             return _BAD
+        if s + 5 + ln > n:
+            # a sound header, a frame longer than was read: if the read was cut short
+            # on purpose (an expected length), read the whole buffer next time
+            return _SHORT if partial and s + 5 + ln <= len(buf) else _BAD
         total = 0
         for i in range(s + 4, s + 5 + ln):
             total += buf[i]

@@ -3,7 +3,8 @@
 Started by the launcher (`termctl emulate`) as
 
     micropython -X heapsize=256k firmware/main.py --board emulator \
-        --boards DIR --flash flash.img --key flash.img.key [--rf-port N]
+        --boards DIR --flash flash.img --key flash.img.key \
+        [--nfc-uart /dev/pts/N | --nfc-udp HOST:PORT]
 
 It mounts the file-backed LittleFS2 image at /flash (formatting a blank
 image on first boot), provisions the terminal key from the key file on first
@@ -15,8 +16,15 @@ import sys
 import vfs
 
 from drivers.filebdev import FileBlockDevice
+from terminal.compat import const
 
 ROOT = "/flash"
+# The emulated PN532 is a thread of a PC process: it ACKs at once but may be
+# scheduled late, and its RF side waits on another process (the card). The
+# firmware's own waits get this much more (docs/boards.md); time that counts is
+# the chip's modelled time, not these.
+_EMULATED_ACK_MS = const(250)
+_EMULATED_SLACK_MS = const(2500)
 
 
 def _args(argv):
@@ -53,13 +61,30 @@ class UnixPlatform:
         from drivers.stdio_port import StdioPort
 
         self.port = StdioPort(nonblocking=True)
-        # RF: nfcpy's UDP link to a card emulator on this port (termctl card present)
-        self.card_source = None
-        if "rf-port" in opts:
+        self.card_source = self._reader(b, opts)
+
+    @staticmethod
+    def _reader(b, opts):
+        """The NFC reader: the board's own PN532 driver on the emulated PN532's pty
+        (--nfc-uart PATH, what `termctl emulate --rf-port N` starts), or, only when
+        asked for, nfcpy's UDP link straight from the firmware (--nfc-udp HOST:PORT)."""
+        if "nfc-uart" in opts:
+            from drivers.cardsource import FelicaCards
+            from drivers.pn532 import Pn532, UARTLink
+            from drivers.ptyuart import PtyUart
+
+            nfc = Pn532(UARTLink(PtyUart(opts["nfc-uart"])), max_frame=b.NFC_MAX_FRAME,
+                        ack_ms=_EMULATED_ACK_MS, slack_ms=_EMULATED_SLACK_MS)
+            cards = FelicaCards(nfc)
+            cards.start()  # a chip that does not answer: the terminal runs on, says so
+            return cards
+        if "nfc-udp" in opts:
             from drivers.cardsource import FelicaCards
             from drivers.nfc_udp import NfcUdp
 
-            self.card_source = FelicaCards(NfcUdp(b.NFC_UDP_HOST, int(opts["rf-port"])))
+            host, port = opts["nfc-udp"].rsplit(":", 1)
+            return FelicaCards(NfcUdp(host, int(port)))
+        return None
 
     def _provision(self, key_path):
         from terminal import store

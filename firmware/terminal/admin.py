@@ -72,6 +72,8 @@ def status_fields(svc):
         fields.extend(_journal_fields(svc))
         fields.extend(svc.sales.status_fields())
         fields.extend(_counter_fields(svc))
+    if svc.card_source is not None:
+        fields.extend(svc.card_source.status_fields())
     for note in svc.notes:
         fields.append(("note", note))
     return fields

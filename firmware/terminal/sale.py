@@ -90,8 +90,10 @@ class Sales:
         elif self.card_source is None:
             return protocol.ERR_STATE, "no NFC reader on this terminal: give the card image"
         elif not self.card_source.read(tap.raw, wait_ms):
-            self.card_source.release()
-            return protocol.ERR_STATE, "no card presented within %d ms" % wait_ms
+            cs = self.card_source
+            cs.release()
+            return protocol.ERR_STATE, "no card presented within %d ms%s" % (
+                wait_ms, cs.WHY[cs.last_error] if hasattr(cs, "WHY") else "")
         else:
             sensed = self.card_source.sensed_at
         res = tap.decide(amount, now, r or self.rand99(), bool(flags & FLAG_CENTRE_UP))
@@ -105,15 +107,17 @@ class Sales:
                 online = True
                 approved, code = answer
         res = tap.conclude(res, amount, now, online, approved)
-        if tap.write_back and not flags & FLAG_CARD_GIVEN:
-            res = tap.card_written(res, self.card_source.write(tap.raw, tap.rec.slot))
-        if not flags & FLAG_CARD_GIVEN:
-            self.card_source.release()
+        cs = None if flags & FLAG_CARD_GIVEN else self.card_source
+        if tap.write_back and cs is not None:
+            res = tap.card_written(res, cs.write(tap.raw, tap.rec.slot))
         try:
             seq = tap.record(res, amount, now, code)
+            tap_ms = min(ticks_diff(ticks_ms(), sensed), 0xFFFF)
         except JournalError as e:
             return protocol.ERR_FULL, "sale not recorded, no result: %s" % e
-        tap_ms = min(ticks_diff(ticks_ms(), sensed), 0xFFFF)
+        finally:
+            if cs is not None:
+                cs.release()  # RF off once the result is journalled: one command less in it
         self.sales += 1
         return protocol.OK, struct.pack(_RES_FMT, res & FINAL_MASK, res >> FINAL_SHIFT,
                                         code if res & FINAL_MASK == APPROVED_ONLINE

@@ -177,6 +177,8 @@ class TerminalService:
         kind, payload = self.link.poll(timeout_ms)
         if kind == frame.FRAME:
             self.handle(payload)
+        elif kind == frame.NONE and self.card_source is not None:
+            self.card_source.idle()  # a reader that did not answer is tried again now and then
         elif kind == frame.CORRUPT:
             self.link.reply(protocol.CMD_FRAME_ERROR, 0, protocol.ERR_CHECKSUM,
                             "frame failed its CRC32 check")

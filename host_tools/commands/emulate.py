@@ -17,8 +17,13 @@ def argparse_emulate(sub):
                    help="flash image file (default .termctl/emulator.img; created if missing)")
     p.add_argument("--heap", default=None, help="heap cap, e.g. 64k (default: the board's)")
     p.add_argument("--rf-port", type=int, default=None,
-                   help="UDP port of the RF field: cards presented with `termctl card present "
-                   "--rf-port N` are read over nfcpy's UDP link (default: no reader)")
+                   help="UDP port of the RF field: the board's PN532 driver talks to an "
+                   "emulated PN532 whose RF side is nfcpy's UDP link to this port, where "
+                   "`termctl card present --rf-port N` presents cards (default: no reader)")
+    p.add_argument("--rf-driver", choices=["pn532", "udp"], default="pn532",
+                   help="pn532 (default): the board's own drivers/pn532.py on the emulated "
+                   "chip, with its bus and RF time model; udp: drivers/nfc_udp.py speaks "
+                   "nfcpy's link straight from the firmware (no chip, no time model)")
     p.add_argument("--detach", action="store_true",
                    help="start in the background, print port and pid, return")
     p.add_argument("--stop", action="store_true",
@@ -36,14 +41,15 @@ def do_emulate(state, args):
         print(f"stopped emulator pid {pid}")
         return 0
     if args.detach:
-        info = emulator.detach(args.board, flash, heap, rf_port=args.rf_port)
+        info = emulator.detach(args.board, flash, heap, rf_port=args.rf_port,
+                               rf_driver=args.rf_driver)
         print(f"port: {info['port']}\npid: {info['pid']}\nterminal: {info['terminal_id']}\n"
               f"boot: {info['boot_ms']:.0f} ms\nflash: {flash}\n"
               f"stop: termctl emulate --flash {flash} --stop   (or kill {info['pid']})")
         return 0
     ring = state.keyring() if state.keyring_path else None
     emu = emulator.Emulator(board=args.board, flash=flash, heap=heap, keyring=ring,
-                            rf_port=args.rf_port)
+                            rf_port=args.rf_port, rf_driver=args.rf_driver)
 
     def announce(e):
         if args.announce_json:
