@@ -1,8 +1,9 @@
-"""Emulate a FeliCa card with nfcpy: a memory of 16-byte blocks served with
-Read and Write Without Encryption, kept in a JSON wallet between taps.
+"""Emulate a FeliCa card with nfcpy: a FeliCa Lite-S (or a standard FeliCa card)
+whose 16-byte blocks are served with Read and Write Without Encryption under
+that card's rules, kept in a JSON wallet between taps.
 
     wallet = CardMemory.create("card.json", idm=bytes.fromhex("02fe001122334455"),
-                           image=record48)                 # or CardMemory.load("card.json")
+                           image=blocks)                   # or CardMemory.load("card.json")
     with CardEmulator(wallet, "udp:127.0.0.1:0") as card:  # port 0: pick a free port
         print(card.port)                                   # give this to the emulated board
         served = card.serve(taps=1, timeout=30)            # until read once (or N taps)
@@ -10,11 +11,15 @@ Read and Write Without Encryption, kept in a JSON wallet between taps.
 The device is any nfcpy path that can listen as a Type F target: `udp:HOST:PORT`
 for the emulated board (nfcpy's UDP link, see docs/nfc.md), or a reader on a
 bench (`usb:054c:06c3` RC-S380; a PN532/PN533 listens with 64-byte frames at
-most, enough for a 3-block read). The emulator knows nothing of the card
+most, enough for a 4-block read). The emulator knows nothing of the card
 record layout: it serves the block image it is given under the service codes
-it is given, and writes land in the image, which is saved to the wallet file
-after every completed write, so the counters a terminal writes travel with the
-card to the next terminal.
+it is given, with the rules of its card type (FelicaCard: a Lite-S reads at
+most 4 blocks and writes one per command, its system blocks are read only),
+and writes land in the image, which is saved to the wallet file after every
+completed write, so the counters a terminal writes travel with the card to
+the next terminal. nfcpy's listen() answers the first polling (for the card's
+system code or FFFF) and hands over the first command; FelicaCard answers the
+rest.
 
 A tap is one activation (polling, commands, then RFOFF or silence); it counts
 towards `taps` once the reader has read at least one block.
@@ -34,19 +39,46 @@ from host_tools import jsonfile
 from host_tools.errors import ToolError
 
 BLOCK = 16
-# A FeliCa Lite-S is the memory card this emulates: plain Read/Write Without
-# Encryption on 16-byte blocks, system code 88B4, services 0009 (read/write)
-# and 000B (read only) over the same blocks, IC type F1 in the PMm. Its
-# response-time bytes are not a Lite-S's (about 2 ms for 3 blocks): a card
-# emulated by a PC process answers in milliseconds to tens of them, and readers
-# that wait exactly what PMm announces (nfcpy's own Type3Tag, drivers.felica
-# on a PN532) would give up. BF = E 2, B 7, A 7: 155 ms for a 3-block read.
+CARD_TYPES = ("lite-s", "standard")
+# A FeliCa Lite-S (RC-S966), as its user's manual has it: system code 88B4,
+# services 0009 (read/write) and 000B (read only) over the same blocks, and
+# PMm 00 F1 00 00 00 01 43 00 (IC type F1; Read answers within 0.3021 ms x
+# (n + 2), Write within 1.208 ms x (n + 4)). A PC process answers in
+# milliseconds or tens of them, later than that: the emulated PN532 judges the
+# card's time on its model, not the wall clock (host_tools/pn532emu.py), so the
+# emulated card can announce the real bytes. A reader that waits exactly what
+# PMm says in wall time (nfcpy's own Type3Tag over UDP) needs a slower PMm
+# (pmm=SLOW_PMM).
 DEFAULT_SYSTEM_CODE = 0x88B4
 DEFAULT_SERVICE_CODES = (0x0009, 0x000B)
-DEFAULT_PMM = bytes.fromhex("00f1bfbfbfbfbfbf")
+DEFAULT_PMM = bytes.fromhex("00f1000000014300")
+SLOW_PMM = bytes.fromhex("00f1bfbfbfbfbfbf")  # E 2, B 7, A 7: 155 ms for 3 blocks
+# A standard FeliCa card, in this model: its own system (code 0003 by default, a
+# transit card's), several services per command, up to 15 blocks read and 11
+# written per command, and response-time bytes of tens of ms for a few blocks
+# (not a particular product's: cards differ and announce theirs in PMm).
+STANDARD_SYSTEM_CODE = 0x0003
+STANDARD_PMM = bytes.fromhex("0120220427674eff")
+STANDARD_READ_MAX = 15
+STANDARD_WRITE_MAX = 11
+LITE_S_READ_MAX = 4  # Read Without Encryption: 1..4 blocks (Lite-S user's manual)
+LITE_S_USER_BLOCKS = 14  # S_PAD0-13
 WALLET_FORMAT = 1
 _RW = 0b001001  # service attribute: random access, read/write, no key
 _RO = 0b001011  # random access, read only, no key
+# Lite-S blocks beyond S_PAD0-13 (the manual's memory map; nfcpy tt3_sony.py)
+REG, RC, MAC, ID, D_ID, SER_C, SYS_C, CKV, CK, MC = (0x0E, 0x80, 0x81, 0x82, 0x83, 0x84,
+                                                   0x85, 0x86, 0x87, 0x88)
+WCNT, MAC_A, STATE, CRC_CHECK = 0x90, 0x91, 0x92, 0xA0
+# Status flag 2 codes the emulated cards answer with (FeliCa card user's manual;
+# docs/nfc.md): where the Lite-S manual gives no code for a case, the nearest one.
+ST_SERVICES = 0xA1  # illegal number of services
+ST_BLOCKS = 0xA2  # illegal number of blocks
+ST_SERVICE_INDEX = 0xA3  # a block list element names a service beyond the list
+ST_ACCESS = 0xA5  # access not allowed (a write through a read-only service)
+ST_SERVICE_CODE = 0xA6  # not a service of this card
+ST_BLOCK_NUMBER = 0xA8  # no such block, or not readable / writable as asked
+ST_MAC = 0xB2  # Lite-S: MAC block without a session (no RC written), MAC mismatch
 
 
 def _hex(text: str, what: str, length: int | None = None) -> bytes:
@@ -60,30 +92,46 @@ def _hex(text: str, what: str, length: int | None = None) -> bytes:
 
 
 class CardMemory:
-    """The card's state: IDm, PMm, system code, service codes and its block image.
+    """The card's state: its type, IDm, PMm, system code, service codes and its
+    block image (blocks 0.., S_PAD0-13 on a Lite-S; the rest of a Lite-S's
+    memory map is made from these, see FelicaCard).
 
     With a path, save() writes it as JSON (atomically: temp file + rename).
     """
 
-    def __init__(self, idm: bytes, image: bytes, pmm: bytes = DEFAULT_PMM,
-                 system_code: int = DEFAULT_SYSTEM_CODE,
+    def __init__(self, idm: bytes, image: bytes, pmm: bytes | None = None,
+                 system_code: int | None = None,
                  service_codes: tuple[int, ...] = DEFAULT_SERVICE_CODES,
-                 path: str | Path | None = None, taps: int = 0):
+                 path: str | Path | None = None, taps: int = 0, kind: str = "lite-s",
+                 wcnt: int = 0):
+        if kind not in CARD_TYPES:
+            raise ToolError(f"card type {kind!r}: one of {', '.join(CARD_TYPES)}")
+        if pmm is None:
+            pmm = DEFAULT_PMM if kind == "lite-s" else STANDARD_PMM
+        if system_code is None:
+            system_code = DEFAULT_SYSTEM_CODE if kind == "lite-s" else STANDARD_SYSTEM_CODE
         if len(idm) != 8 or len(pmm) != 8:
             raise ToolError("IDm and PMm are 8 bytes each")
         if not image or len(image) % BLOCK:
             raise ToolError(f"block image: {len(image)} bytes, not a multiple of {BLOCK}")
+        if kind == "lite-s" and len(image) > BLOCK * LITE_S_USER_BLOCKS:
+            raise ToolError(f"a FeliCa Lite-S has {LITE_S_USER_BLOCKS} user blocks, "
+                            f"not {len(image) // BLOCK}")
         for code in service_codes:
             if code & 0x3F not in (_RW, _RO):
                 raise ToolError(f"service code {code:04X}: only random access without key "
                                 "(attribute 09 read/write, 0B read only) is emulated")
+        self.kind = kind
         self.idm = bytes(idm)
         self.pmm = bytes(pmm)
         self.system_code = system_code
         self.service_codes = tuple(service_codes)
+        if kind == "lite-s":  # all 14 user blocks exist; those not given are zero
+            image = bytes(image) + bytes(BLOCK * LITE_S_USER_BLOCKS - len(image))
         self.image = bytearray(image)
         self.path = Path(path) if path else None
         self.taps = taps
+        self.wcnt = wcnt  # Lite-S write count (WCNT): one up per block written
 
     @classmethod
     def create(cls, path: str | Path, idm: bytes, image: bytes, **kw) -> CardMemory:
@@ -109,19 +157,22 @@ class CardMemory:
                        pmm=_hex(data["pmm"], f"{path}: pmm", 8),
                        system_code=int(data["system_code"], 16),
                        service_codes=tuple(int(c, 16) for c in data["service_codes"]),
-                       path=path, taps=int(data.get("taps", 0)))
+                       path=path, taps=int(data.get("taps", 0)),
+                       kind=str(data.get("card", "lite-s")), wcnt=int(data.get("wcnt", 0)))
         except (KeyError, TypeError, ValueError) as e:
             raise ToolError(f"{path}: wallet field missing or bad ({e})") from None
 
     def to_json(self) -> dict:
         return {
             "format": WALLET_FORMAT,
+            "card": self.kind,
             "idm": self.idm.hex(),
             "pmm": self.pmm.hex(),
             "system_code": f"{self.system_code:04x}",
             "service_codes": [f"{c:04x}" for c in self.service_codes],
             "blocks": [self.image[i:i + BLOCK].hex() for i in range(0, len(self.image), BLOCK)],
             "taps": self.taps,
+            "wcnt": self.wcnt,
         }
 
     def save(self) -> None:
@@ -147,6 +198,180 @@ class CardMemory:
         return True
 
 
+class FelicaCard:
+    """The card's side of the FeliCa commands, with its type's rules.
+
+        card = FelicaCard(memory)
+        rsp = card.process(cmd)     # a frame with its LEN byte in, the answer (or None) out
+
+    Lite-S (its user's manual; nfcpy tt3_sony.FelicaLiteS follows it): one
+    service per command; Read Without Encryption of 1..4 blocks; Write Without
+    Encryption of one block, or of a data block plus MAC_A (0x91), the MAC
+    write, which needs the card key and a session (an RC written) that this
+    emulation does not hold, so it is refused with status B2 as a card refuses
+    a MAC it cannot verify; the system blocks ID, D_ID, SER_C, SYS_C, CKV and
+    CK are not writable (the card as issued), RC and CK not readable, MAC and
+    MAC_A readable only in a session (B2). WCNT counts the blocks written.
+    Standard: up to 16 services per command, 15 blocks read, 11 written.
+    A command to another IDm, or an unknown command, gets no answer.
+    """
+
+    def __init__(self, memory: CardMemory):
+        self.m = memory
+        self.reads = 0  # Read commands answered with data
+        self.writes = 0  # Write commands that changed the card
+        self.refused: list[tuple[int, int, int]] = []  # (command, status 1, status 2)
+        self.on_write: Callable[[], None] | None = None
+
+    # -- dispatch -------------------------------------------------------------------
+
+    def process(self, cmd: bytes) -> bytes | None:
+        m = self.m
+        if len(cmd) < 2 or cmd[0] != len(cmd):
+            return None
+        code = cmd[1]
+        if code == 0x00:
+            return self._polling(cmd)
+        if len(cmd) < 10 or cmd[2:10] != m.idm:
+            return None  # addressed to another card
+        if code == 0x04:  # Request Response: mode 0
+            return bytes([11, 0x05]) + m.idm + b"\x00"
+        if code == 0x0C:  # Request System Code: this card's one system
+            return bytes([13, 0x0D]) + m.idm + b"\x01" + m.system_code.to_bytes(2, "big")
+        if code == 0x06:
+            return self._read(cmd)
+        if code == 0x08:
+            return self._write(cmd)
+        return None
+
+    def _polling(self, cmd: bytes) -> bytes | None:
+        if len(cmd) != 6:
+            return None
+        hi, lo = self.m.system_code >> 8, self.m.system_code & 0xFF
+        if cmd[2] not in (0xFF, hi) or cmd[3] not in (0xFF, lo):  # FF: any, byte by byte
+            return None
+        rsp = b"\x01" + self.m.idm + self.m.pmm
+        if cmd[4] == 1:
+            rsp += self.m.system_code.to_bytes(2, "big")
+        elif cmd[4] == 2:
+            rsp += b"\x00\x83"  # communication performance: 212 and 424 kbps
+        return bytes([len(rsp) + 1]) + rsp
+
+    def _status(self, code: int, s1: int, s2: int) -> bytes:
+        self.refused.append((code, s1, s2))
+        return bytes([12, code + 1]) + self.m.idm + bytes([s1, s2])
+
+    def _parse(self, cmd: bytes, writing: bool):
+        """(services, [(element bit, service index, block)], data offset) or a status."""
+        m = self.m
+        code = cmd[1]
+        lite = m.kind == "lite-s"
+        k = cmd[10] if len(cmd) > 10 else 0
+        if k < 1 or k > (1 if lite else 16) or len(cmd) < 12 + 2 * k:
+            return self._status(code, 0xFF, ST_SERVICES)
+        services = [cmd[11 + 2 * i] | (cmd[12 + 2 * i] << 8) for i in range(k)]
+        p = 11 + 2 * k
+        n = cmd[p] if len(cmd) > p else 0
+        limit = (LITE_S_READ_MAX if lite else STANDARD_READ_MAX) if not writing else (
+            2 if lite else STANDARD_WRITE_MAX)
+        if n < 1 or n > limit:
+            return self._status(code, 0xFF, ST_BLOCKS)
+        p += 1
+        elements = []
+        for i in range(n):
+            if p >= len(cmd):
+                return None
+            head = cmd[p]
+            if head & 0x80:
+                if p + 2 > len(cmd):
+                    return None
+                block, p = cmd[p + 1], p + 2
+            else:
+                if p + 3 > len(cmd):
+                    return None
+                block, p = cmd[p + 1] | (cmd[p + 2] << 8), p + 3
+            if head & 0x0F >= k:
+                return self._status(code, 1 << i if i < 8 else 0xFF, ST_SERVICE_INDEX)
+            elements.append((1 << i if i < 8 else 0xFF, head & 0x0F, block))
+        for sc in services:
+            if sc not in m.service_codes:
+                return self._status(code, 0xFF, ST_SERVICE_CODE)
+        return services, elements, p
+
+    # -- read -----------------------------------------------------------------------
+
+    def _read(self, cmd: bytes) -> bytes | None:
+        parsed = self._parse(cmd, writing=False)
+        if not isinstance(parsed, tuple):
+            return parsed
+        _, elements, _ = parsed
+        data = b""
+        for bit, _, block in elements:
+            got = self._read_block(block)
+            if isinstance(got, int):
+                return self._status(0x06, bit, got)
+            data += got
+        self.reads += 1
+        return bytes([13 + len(data), 0x07]) + self.m.idm + b"\x00\x00" + bytes(
+            [len(elements)]) + data
+
+    def _read_block(self, block: int) -> bytes | int:
+        m = self.m
+        if block < len(m.image) // BLOCK:
+            return bytes(m.image[block * BLOCK:(block + 1) * BLOCK])
+        if m.kind != "lite-s":
+            return ST_BLOCK_NUMBER
+        if block == REG:
+            return b"\xff" * BLOCK
+        if block == ID:
+            return m.idm + b"\x00\x00" + bytes(6)  # IDd (= IDm), DFC 0000, free 6 bytes
+        if block == D_ID:
+            return m.idm + m.pmm
+        if block == SER_C:
+            return (0x000B).to_bytes(2, "little") + bytes(14)
+        if block == SYS_C:
+            return m.system_code.to_bytes(2, "big") + bytes(14)
+        if block == CKV:
+            return bytes(BLOCK)
+        if block == MC:  # as issued: system blocks read only (MC[2] = 00), S_PAD read/write
+            return b"\xff\xff\x00\x00" + bytes(12)
+        if block == WCNT:
+            return m.wcnt.to_bytes(3, "little") + bytes(13)
+        if block == STATE or block == CRC_CHECK:
+            return bytes(BLOCK)
+        if block in (MAC, MAC_A):
+            return ST_MAC  # generated for a session (RC written): none here
+        return ST_BLOCK_NUMBER  # RC and CK are write only; no other block exists
+
+    # -- write ----------------------------------------------------------------------
+
+    def _write(self, cmd: bytes) -> bytes | None:
+        m = self.m
+        parsed = self._parse(cmd, writing=True)
+        if not isinstance(parsed, tuple):
+            return parsed
+        services, elements, p = parsed
+        if len(cmd) != p + BLOCK * len(elements):
+            return None  # a malformed frame: no answer
+        if m.kind == "lite-s" and len(elements) == 2:
+            if elements[1][2] != MAC_A:  # the one two-block write: data + MAC_A
+                return self._status(0x08, 0xFF, ST_BLOCKS)
+            return self._status(0x08, elements[1][0], ST_MAC)  # no session: MAC fails
+        for bit, index, block in elements:
+            if services[index] & 0x3F != _RW:
+                return self._status(0x08, bit, ST_ACCESS)
+            if block >= len(m.image) // BLOCK:
+                return self._status(0x08, bit, ST_BLOCK_NUMBER)  # system blocks too
+        for i, (_, _, block) in enumerate(elements):
+            m.put_block(block, cmd[p + BLOCK * i:p + BLOCK * (i + 1)])
+            m.wcnt = min(m.wcnt + 1, 0xFFFFFF)
+        self.writes += 1
+        m.save()
+        if self.on_write is not None:
+            self.on_write()
+        return bytes([12, 0x09]) + m.idm + b"\x00\x00"
+
+
 class CardEmulator:
     """Serve one wallet's card on an nfcpy device until it has been tapped N times."""
 
@@ -170,7 +395,7 @@ class CardEmulator:
         self.taps = 0  # taps served by this emulator (the wallet counts all of them)
         self.reads = 0
         self.writes = 0
-        self._read_in_tap = False
+        self.refused: list[tuple[int, int, int]] = []  # commands refused: code, status 1, 2
         self._stop = threading.Event()
 
     # -- device -------------------------------------------------------------------
@@ -287,48 +512,40 @@ class CardEmulator:
     def _session(self, activated) -> bool:
         """One tap: answer commands until RFOFF or silence. True if a block was read."""
         import nfc.clf
-        from nfc.tag.tt3 import Type3TagEmulation
 
-        tag = Type3TagEmulation(self.clf, activated)
-        for code in self.wallet.service_codes:
-            writable = code & 0x3F == _RW
-            tag.add_service(code, self._read_block, self._write_block if writable else None)
-        self._read_in_tap = False
-        rsp = tag.process_command(tag.cmd)
+        clf = self.clf
+        if clf is None:
+            return False
+        card = FelicaCard(self.wallet)
+        card.on_write = self._written
+        rsp = card.process(bytes([len(activated.tt3_cmd) + 1]) + bytes(activated.tt3_cmd))
         while True:
             try:
-                cmd = tag.send_response(rsp, timeout=self.session_timeout)
+                cmd = clf.exchange(bytearray(rsp) if rsp is not None else None,
+                                   timeout=self.session_timeout)
             except nfc.clf.CommunicationError:  # RFOFF (BrokenLinkError), silence, garbage
                 break
             if cmd is None:
                 break
-            rsp = tag.process_command(cmd)
-        if self._read_in_tap:
+            rsp = card.process(bytes(cmd))
+        self.reads += card.reads
+        self.writes += card.writes
+        self.refused.extend(card.refused)
+        if card.reads:
             self.taps += 1
             self.wallet.taps += 1
             self.wallet.save()
-        return self._read_in_tap
+        return card.reads > 0
 
-    def _read_block(self, number: int, rb: bool, re: bool) -> bytes | None:
-        data = self.wallet.block(number)
-        if data is not None:
-            self.reads += 1
-            self._read_in_tap = True
-        return data
-
-    def _write_block(self, number: int, data: bytes, wb: bool, we: bool) -> bool:
-        if not self.wallet.put_block(number, bytes(data)):
-            return False
-        self.writes += 1
-        if we:  # the last block of the command: the card's write is complete
-            self.wallet.save()
-            if self.on_write is not None:
-                self.on_write(bytes(self.wallet.image))
-        return True
+    def _written(self) -> None:
+        # the card's write is complete: the wallet holds it (saved by the card)
+        if self.on_write is not None:
+            self.on_write(bytes(self.wallet.image))
 
 
 def main(argv: list[str] | None = None) -> int:
-    """python -m host_tools.cardemu WALLET [--device udp:127.0.0.1:0] [--taps N]"""
+    """python -m host_tools.cardemu WALLET [--device udp:127.0.0.1:0] [--taps N]
+    [--card lite-s|standard]"""
     import argparse
     import sys
 
@@ -339,12 +556,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=None, help="give up after SECONDS")
     p.add_argument("--idm", help="hex IDm for a new wallet")
     p.add_argument("--image", help="hex block image for a new wallet")
+    p.add_argument("--card", choices=CARD_TYPES, default="lite-s",
+                   help="for a new wallet: lite-s (FeliCa Lite-S rules, system 88B4; the "
+                   "default) or standard (a standard FeliCa card, system 0003)")
     args = p.parse_args(argv)
     try:
         path = Path(args.wallet)
         if not path.exists() and args.idm and args.image:
             wallet = CardMemory.create(path, _hex(args.idm, "--idm", 8),
-                                       _hex(args.image, "--image"))
+                                       _hex(args.image, "--image"), kind=args.card)
         else:
             wallet = CardMemory.load(path)
         with CardEmulator(wallet, args.device) as card:

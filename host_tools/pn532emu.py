@@ -706,9 +706,12 @@ class Pn532Emulator:
             t["status"] = ST_TIMEOUT
             return bytes([ST_TIMEOUT])
         if self.removed or (self.writes_left == 0 and len(p) > 1 and p[1] == 0x08):
-            if not self.removed and self.tap is not None:
-                self.tap.faults.append("card removed")
-            self.removed = True
+            if not self.removed:
+                self.counts["fault card removed"] += 1
+                if self.tap is not None:
+                    self.tap.faults.append("card removed")
+            self.removed = True  # until the field goes off: the next tap has the card again
+            self.writes_left = -1
             t["rf_us"] += limit
             t["status"] = ST_TIMEOUT
             return bytes([ST_TIMEOUT])

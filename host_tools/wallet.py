@@ -139,14 +139,16 @@ class Wallet:
             jsonfile.save(self.path, self.data)
 
 
-def card_memory(image: bytes):
+def card_memory(image: bytes, kind: str = "lite-s"):
     """The FeliCa card carrying `image` (IDm, blocks 0-5), for nfcpy emulation:
-    its IDm is the image's, so the MAC the issuer sealed over it verifies."""
+    its IDm is the image's, so the MAC the issuer sealed over it verifies. kind:
+    "lite-s" (the profile's card, system 88B4) or "standard" (a standard FeliCa
+    card with its own system code, which the terminal does not take)."""
     from host_tools.cardemu import CardMemory
 
     if len(image) != card.RECORD_LEN:
         raise ToolError(f"card image: {len(image)} bytes, expected {card.RECORD_LEN}")
-    return CardMemory(bytes(image[:card.IDM_LEN]), bytes(image[card.IDM_LEN:]))
+    return CardMemory(bytes(image[:card.IDM_LEN]), bytes(image[card.IDM_LEN:]), kind=kind)
 
 
 def card_image(memory) -> bytes:

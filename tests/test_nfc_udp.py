@@ -44,7 +44,7 @@ from drivers.felica import Felica
 nfc = NfcUdp("127.0.0.1", PORT)
 card = Felica(nfc)
 out = bytearray(48)
-data = bytearray(b"\xbb" * 32)
+data = memoryview(bytearray(b"\xbb" * 16))
 polls = [0]
 def tap():
     s = None
@@ -53,7 +53,8 @@ def tap():
         s = nfc.sense_ttf(0xFFFF)
     card.activate(s)
     card.read_without_encryption(0x000B, b"\x00\x01\x02", out)
-    card.write_without_encryption(0x0009, b"\x01\x02", data)
+    card.write_without_encryption(0x0009, b"\x01", data)  # a Lite-S: one block a write
+    card.write_without_encryption(0x0009, b"\x02", data)
     nfc.rf_off()
     return s
 '''
@@ -80,7 +81,7 @@ print(result, first, bytes(out).hex())
     assert sensf_res == "01" + IDM.hex() + card.wallet.pmm.hex() + "88b4"
     assert data == (IMAGE[:16] + b"\xbb" * 32).hex()  # the second read saw the first write
     assert card.taps == 2
-    assert CardMemory.load(card.wallet.path).image == IMAGE[:16] + b"\xbb" * 32
+    assert CardMemory.load(card.wallet.path).image[:48] == IMAGE[:16] + b"\xbb" * 32
 
 
 def test_polling_with_another_system_code_finds_no_card(mpy, mpydir, card):

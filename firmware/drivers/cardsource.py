@@ -45,9 +45,11 @@ NO_ERROR = const(0)
 OTHER_SYSTEM = const(1)  # a card answered, for another system code
 READ_FAILED = const(2)  # the card left, or garbled, while it was sensed or read
 WRITE_FAILED = const(3)
-READER_FAULT = const(4)  # the reader chip does not answer on its bus
+READER_FAULT = const(4)  # the reader chip does not answer on its bus, even after a reset
+BUS_FAULT = const(5)  # it stopped answering mid-tap; a reset brought it back
 WHY = ("", ": a card answered for another system", ": the card left or garbled while read",
-       ": the card left while written", ": card reader fault (the PN532 does not answer)")
+       ": the card left while written", ": card reader fault (the PN532 does not answer)",
+       ": the PN532 stopped answering and was reset")
 
 
 class FelicaCards:
@@ -103,9 +105,10 @@ class FelicaCards:
         # One failed NFC exchange. A chip that stopped answering on its bus, or
         # errors in a row, gets a reset (RSTPDN pulse if wired, then start again).
         self.errors += 1
-        self.last_error = why
+        bus = isinstance(err, NfcBusError)
+        self.last_error = BUS_FAULT if bus else why
         self._in_a_row += 1
-        if isinstance(err, NfcBusError) or self._in_a_row >= _RESET_AFTER:
+        if bus or self._in_a_row >= _RESET_AFTER:
             self.resets += 1
             self._in_a_row = 0
             try:

@@ -24,6 +24,10 @@ def argparse_card(sub):
     c.add_argument("--wallet", default="wallet.json", help="JSON wallet (default wallet.json)")
     c.add_argument("--rf-port", type=int, default=None,
                    help="the emulated board's RF UDP port (emulated board)")
+    c.add_argument("--card", default="lite-s", choices=["lite-s", "standard"],
+                   help="lite-s (default): a FeliCa Lite-S, the profile's card (system 88B4, "
+                   "one block per write, at most 4 per read); standard: a standard FeliCa "
+                   "card of its own system (0003), which a terminal does not take")
     c.add_argument("--device", default=None,
                    help="an nfcpy device path instead, e.g. usb:054c:06c3 (bench reader)")
     c.add_argument("--taps", type=int, default=1, help="taps to serve (default 1)")
@@ -38,7 +42,7 @@ def do_card(state, args):
         raise ToolError("give --rf-port (emulated board) or --device (nfcpy reader)")
     wallet = Wallet.open(args.wallet)
     image = wallet.card(args.token, args.issuer, args.product, state.keyring(), args.expiry)
-    memory = card_memory(image)
+    memory = card_memory(image, args.card)
     device = args.device or f"udp:127.0.0.1:{args.rf_port}"
     with CardEmulator(memory, device) as card:
         print(f"card {args.token} on {device}: waiting for a reader ...", file=sys.stderr,
