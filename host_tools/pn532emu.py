@@ -287,6 +287,14 @@ class TapTime:
         """Modelled µs from the host having the polling answer to the RF field off."""
         return sum(getattr(c, case + "_us") for c in self.commands[1:])
 
+    def to_result(self, case: str = "typical") -> float:
+        """The same without the RF off that ends the tap: the sale switches the field
+        off after the result is journalled (terminal/sale.py)."""
+        cmds = self.commands[1:]
+        if cmds and cmds[-1].cmd == RF_CONFIGURATION:
+            cmds = cmds[:-1]
+        return sum(getattr(c, case + "_us") for c in cmds)
+
     def total(self, case: str = "typical") -> float:
         return sum(getattr(c, case + "_us") for c in self.commands)
 
@@ -294,6 +302,8 @@ class TapTime:
         return {"commands": [COMMANDS.get(c.cmd, hex(c.cmd)) for c in self.commands],
                 "after_sense_typical_ms": round(self.after_sense("typical") / 1000, 3),
                 "after_sense_worst_ms": round(self.after_sense("worst") / 1000, 3),
+                "to_result_typical_ms": round(self.to_result("typical") / 1000, 3),
+                "to_result_worst_ms": round(self.to_result("worst") / 1000, 3),
                 "rf_ms": round(sum(c.rf_us for c in self.commands[1:]) / 1000, 3),
                 "bus_transactions": sum(c.transactions for c in self.commands[1:]),
                 "bus_bytes": sum(c.bus_bytes for c in self.commands[1:]),
@@ -372,6 +382,84 @@ class _NoField:
         pass
 
 
+class LocalField:
+    """An RF side in process: one card (host_tools.cardemu.FelicaCard) in the field,
+    answering at once; for bus counts and tests that need no UDP link."""
+
+    socket = 0
+
+    def __init__(self, card):
+        self.card = card
+        self.addr = None
+
+    def sense_ttf(self, target):
+        import nfc.clf
+
+        req = bytes([len(target.sensf_req) + 1]) + bytes(target.sensf_req)
+        rsp = self.card.process(req)
+        return None if rsp is None else nfc.clf.RemoteTarget(target.brty, sensf_res=rsp[1:])
+
+    def sense_tta(self, target):
+        return None
+
+    def send_cmd_recv_rsp(self, target, data, timeout):
+        import nfc.clf
+
+        rsp = self.card.process(bytes(data))
+        if rsp is None:
+            raise nfc.clf.TimeoutError("the card did not answer")
+        return bytearray(rsp)
+
+    def mute(self):
+        pass
+
+
+class I2CBus:
+    """The chip on an I2C bus, in process: `writeto` and `readfrom_into` as
+    machine.I2C has them, for the board's own I2CLink, counting transactions and
+    bytes as the wire carries them (each with its address byte). A read starts
+    with the status byte (01: a frame is ready, UM0701-02 6.2.4) and takes the
+    chip's next frame from its start; the frame is gone once read (a NACK has it
+    sent again). Its address wakes the chip."""
+
+    def __init__(self, chip: Pn532Emulator):
+        self.chip = chip
+        self.transactions = 0
+        self.bytes = 0
+
+    def writeto(self, addr, buf) -> int:
+        self.transactions += 1
+        self.bytes += 1 + len(buf)
+        self.chip.asleep = False
+        self.chip.feed(bytes(buf))
+        return len(buf)
+
+    def readfrom_into(self, addr, buf) -> None:
+        self.transactions += 1
+        self.bytes += 1 + len(buf)
+        out = self.chip.outbox
+        n = _frame_len(out)
+        for i in range(len(buf)):
+            buf[i] = 0
+        if not n:
+            return
+        buf[0] = 1
+        if len(buf) > 1:
+            for i in range(min(n, len(buf) - 1)):
+                buf[1 + i] = out[i]
+            del out[:n]
+
+
+def _frame_len(out: bytearray) -> int:
+    """Length of the first whole frame in out (ACK, NACK, information frame); 0: none."""
+    if len(out) < 6:
+        return 0
+    if out[3:5] in (b"\x00\xff", b"\xff\x00"):
+        return 6
+    n = 7 + out[3]
+    return n if len(out) >= n else 0
+
+
 # -- the chip -----------------------------------------------------------------------------------
 
 
@@ -385,7 +473,7 @@ class Fault:
 class Pn532Emulator:
     """A PN532 at the far end of a pty (see the module docstring)."""
 
-    def __init__(self, rf: str | None = None, bus: BusModel | None = None,
+    def __init__(self, rf: str | LocalField | None = None, bus: BusModel | None = None,
                  sense_wait: float = 0.25, exchange_wait: float = 2.0,
                  log_path: str | os.PathLike | None = None, keep: int = 1000):
         self.rf_path = rf
@@ -395,6 +483,7 @@ class Pn532Emulator:
         self.log_path = log_path
         self.path = ""
         self.taps: collections.deque[TapTime] = collections.deque(maxlen=keep)
+        self.charged: collections.deque[CommandTime] = collections.deque(maxlen=keep)
         self.counts: collections.Counter[str] = collections.Counter()
         self.faults: list[Fault] = []
         self._lock = threading.Lock()
@@ -404,6 +493,10 @@ class Pn532Emulator:
         self._stop = threading.Event()
         self._parser = FrameParser()
         self._pending: list[tuple] = []
+        self.outbox = bytearray()  # what the chip sent, in process (feed())
+        import nfc.clf  # noqa: F401  now: its first import takes longer than a chip may
+
+        self._rf = self._open_rf()
         self.power_on()
 
     def power_on(self) -> None:
@@ -430,13 +523,16 @@ class Pn532Emulator:
         tty.setraw(master)
         self._master, self._slave = master, slave
         self.path = os.ttyname(slave)
-        self._rf = self._open_rf()
+        if isinstance(self._rf, _NoField) and self.rf_path:
+            self._rf = self._open_rf()
         self._stop.clear()
         self._thread = threading.Thread(target=self._serve, name="pn532emu", daemon=True)
         self._thread.start()
         return self.path
 
     def _open_rf(self):
+        if not isinstance(self.rf_path, (str, type(None))):
+            return self.rf_path  # an RF side given as an object (LocalField)
         if not self.rf_path:
             return _NoField()
         parts = self.rf_path.split(":")
@@ -510,10 +606,19 @@ class Pn532Emulator:
         self._pending.extend(self._parser.feed(data))
 
     def _send(self, data: bytes) -> None:
+        if self._master < 0:  # in process (feed()): the host takes it from outbox
+            self.outbox += data
+            return
         try:
             os.write(self._master, data)
         except OSError:
             pass
+
+    def feed(self, data: bytes) -> None:
+        """In process, without a pty: take bytes from the host, answer into outbox
+        (a bus model or a test reads them from there)."""
+        for ev in self._parser.feed(data):
+            self._event(ev)
 
     def _event(self, ev: tuple) -> None:
         kind = ev[0]
@@ -555,8 +660,7 @@ class Pn532Emulator:
                 bytes([PN_TO_HOST, cmd + 1]) + body)
         self.last_response = response
         # an ACK that came while the command ran aborts it: its answer is dropped
-        r, _, _ = select.select([self._master], [], [], 0)
-        if r:
+        if self._master >= 0 and select.select([self._master], [], [], 0)[0]:
             self._read_host()
         if self._pending and self._pending[0][0] == "ack":
             self._pending.pop(0)
@@ -690,8 +794,9 @@ class Pn532Emulator:
         return b"\x00"
 
     def _host_aborted(self) -> bool:
-        r, _, _ = select.select([self._master], [], [], 0)
-        if r:
+        if self._master < 0:
+            return True  # in process nothing runs beside: retrying for ever would hang
+        if select.select([self._master], [], [], 0)[0]:
             self._read_host()
         return any(e[0] == "ack" for e in self._pending)
 
@@ -744,6 +849,7 @@ class Pn532Emulator:
             cases[case] = bus_us + CHIP_ACK_US[case] + busy
         ct = CommandTime(t["cmd"], t["tx"], rx, t["rf_us"], cases["typical"], cases["worst"],
                          n_tr, n_by, t["status"])
+        self.charged.append(ct)
         if t["sensed"]:
             self.tap = TapTime()
         if self.tap is not None:

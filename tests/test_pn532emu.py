@@ -234,3 +234,48 @@ def test_bus_bytes_per_command_as_the_links_move_them():
     assert t == pytest.approx(sum(2 / 0.4 + 9 * (n + 1) / 0.4 for n in (9, 1, 7, 1, 14)))
     uart = BusModel("uart", 115_200)
     assert uart.command(9, 13, 0, "typical")[2] == 9 + 6 + 13
+
+
+def test_the_model_counts_the_bytes_the_boards_i2c_link_really_moves():
+    """The firmware's own drivers on an I2C bus to the chip, in process: what the wire
+    carried for each command is what the time model charged it."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "firmware"))
+    from drivers.cardsource import FelicaCards
+    from drivers.pn532 import I2CLink, Pn532
+    from host_tools.cardemu import FelicaCard
+    from host_tools.pn532emu import I2CBus, LocalField
+    from terminal import card as C
+
+    keys = C.IssuerKeys(1)
+    keys.add(1, 1, bytes(16))
+    rec = C.CardRecord()
+    rec.set_token(b"4980000000000001")
+    rec.set_idm(IDM)
+    rec.issuer_id, rec.product, rec.key_version, rec.expiry_day = 1, 1, 1, 30000
+    C.seal(rec, keys)
+    image = bytearray(C.RECORD_LEN)
+    C.encode_into(rec, image)
+    chip = Pn532Emulator(rf=LocalField(FelicaCard(CardMemory(IDM, bytes(image[8:])))),
+                         bus=BusModel("i2c", 400_000))
+    bus = I2CBus(chip)
+    cards = FelicaCards(Pn532(I2CLink(bus)))
+    assert cards.start()
+    for _ in range(2):
+        n0, t0, b0 = len(chip.charged), bus.transactions, bus.bytes
+        raw = bytearray(C.RECORD_LEN)
+        assert cards.read(raw, 100)
+        got = C.CardRecord()
+        assert C.read_into(raw, got, keys) == C.CARD_OK
+        C.seal(got, keys)
+        C.encode_into(got, raw)
+        assert cards.write(raw, got.slot)
+        cards.release()
+        charged = list(chip.charged)[n0:]
+        assert sum(c.transactions for c in charged) == bus.transactions - t0
+        assert sum(c.bus_bytes for c in charged) == bus.bytes - b0
+    # the warm tap: field on, polling, two reads, two one-block writes, field off
+    assert [c.cmd for c in charged] == [0x32, 0x4A, 0x42, 0x42, 0x42, 0x42, 0x32]
+    assert bus.bytes - b0 <= 600  # 999 before reads of the expected frame
