@@ -48,7 +48,8 @@ CPU = r"""
 import os, vfs
 from time import ticks_us, ticks_diff
 from drivers.filebdev import FileBlockDevice
-from drivers.pn532 import Pn532, I2CLink
+from drivers.pn532 import Pn532
+from drivers.pn532_i2c import I2CLink
 from drivers.cardsource import FelicaCards
 from terminal.params import Params
 from terminal.issuers import IssuerTable
@@ -206,7 +207,8 @@ def i2c_tap():
 
     sys.path.insert(0, str(ROOT / "firmware"))
     from drivers.cardsource import FelicaCards
-    from drivers.pn532 import I2CLink, Pn532
+    from drivers.pn532 import Pn532
+    from drivers.pn532_i2c import I2CLink
     from host_tools.build import board_values
     from host_tools.cardemu import CardMemory, FelicaCard
     from host_tools.pn532emu import I2CBus, LocalField, Pn532Emulator, bus_model

@@ -79,13 +79,17 @@ def open_nfc():
     """
     from machine import I2C, SPI, Pin  # type: ignore[import-not-found]
 
-    from drivers.pn532 import I2CLink, Pn532, SPILink
+    from drivers.pn532 import Pn532
 
     if NFC_BUS == "spi":
+        from drivers.pn532_spi import SPILink
+
         spi = SPI(NFC_SPI_ID, baudrate=NFC_SPI_BAUD, polarity=0, phase=0,
                   firstbit=SPI.LSB, sck=Pin(NFC_SCK), mosi=Pin(NFC_MOSI), miso=Pin(NFC_MISO))
         link = SPILink(spi, Pin(NFC_CS, Pin.OUT, value=1), lsb_first=True)
     else:
+        from drivers.pn532_i2c import I2CLink
+
         i2c = I2C(0, scl=Pin(NFC_SCL), sda=Pin(NFC_SDA), freq=NFC_I2C_FREQ,
                   timeout=NFC_I2C_TIMEOUT_US)
         link = I2CLink(i2c)

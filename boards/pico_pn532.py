@@ -66,7 +66,8 @@ def open_nfc():
     """
     from machine import Pin, SoftI2C  # type: ignore[import-not-found]
 
-    from drivers.pn532 import I2CLink, Pn532
+    from drivers.pn532 import Pn532
+    from drivers.pn532_i2c import I2CLink
 
     i2c = SoftI2C(scl=Pin(NFC_SCL), sda=Pin(NFC_SDA), freq=NFC_I2C_FREQ,
                   timeout=NFC_I2C_TIMEOUT_US)

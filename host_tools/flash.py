@@ -23,7 +23,8 @@ from host_tools.errors import ToolError
 
 BOARDS = ROOT / "boards"
 # Drivers of the emulated board only (file-backed flash, nfcpy's UDP link).
-UNIX_ONLY = {"drivers/unix_platform.mpy", "drivers/filebdev.mpy", "drivers/nfc_udp.mpy"}
+UNIX_ONLY = {"drivers/unix_platform.mpy", "drivers/filebdev.mpy", "drivers/nfc_udp.mpy",
+             "drivers/ptyuart.mpy"}
 
 
 @dataclass

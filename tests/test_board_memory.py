@@ -3,9 +3,10 @@ board's -march, and the firmware with the board file's capacities runs a full
 cycle in the MicroPython unix port under that board's heap cap.
 
 The cycle is what a terminal does in a day: keys provisioned, the clock set, a
-negative list pushed and installed (its nl.dir written), sales tapped (card
-read and rewritten, decision, list lookup, journal append, counters) including
-a listed card, the clearing batch pulled and acknowledged.
+negative list pushed and installed (its nl.dir written), sales tapped over RF
+(the board's own PN532 driver and FeliCa code resident, on the emulated PN532:
+card read and its next slot written, decision, list lookup, journal append,
+counters) including a listed card, the clearing batch pulled and acknowledged.
 The emulated board runs with `micropython -X heapsize=<board HEAP_SIZE>`, so
 any allocation past the cap raises MemoryError in the firmware and the link
 fails. Heap is measured on the 64-bit unix port; a 32-bit board holds the same
@@ -30,10 +31,13 @@ BOARDS = ("emulator", "pico_pn532", "esp32s3_pn532")
 @pytest.mark.parametrize("board", BOARDS)
 def test_a_day_of_work_fits_the_board_heap(board, emulated_board):
     from host_tools import listbuild
+    from host_tools.demo import free_udp_port
+    from host_tools.pos import sale_over_rf
 
     cap = board_heap(board)
     assert cap == board_values(board)["HEAP_SIZE"]
-    emu = emulated_board(board, board=board)
+    rf = free_udp_port()
+    emu = emulated_board(board, board=board, rf_port=rf)
     assert emu.heap == cap
     with TerminalLink.open(emu.port, timeout=20) as t:
         push_keys(t, t.keyring)
@@ -49,19 +53,25 @@ def test_a_day_of_work_fits_the_board_heap(board, emulated_board):
         image = issue_card("4980000000000001", 1, "credit", t.keyring)
         outcomes = []
         for amount in (500, 800, 1200):  # a fourth would pass the consecutive-offline limit
-            r = run_sale(t, amount, image)
-            image = r.card_image
+            r, image = sale_over_rf(t, f"udp:127.0.0.1:{rf}", "4980000000000001", image,
+                                    amount, wait_ms=8000)
             outcomes.append(r.outcome)
         listed = issue_card("3500000000000123", 1, "credit", t.keyring)
-        outcomes.append(run_sale(t, 500, listed).outcome)
+        r, _ = sale_over_rf(t, f"udp:127.0.0.1:{rf}", "3500000000000123", listed, 500,
+                            wait_ms=8000)
+        outcomes.append(r.outcome)
+        injected = run_sale(t, 300, issue_card("4980000000000002", 1, "credit", t.keyring))
         batch = pull_batch(t)
         assert ack_batch(t, batch.batch_id) == "acked"
         st = t.status()
     used, free = int(st["heap_used"]), int(st["heap_free"])
     assert used + free <= cap  # the unix port really ran under the board's cap
     assert outcomes == ["APPROVED_OFFLINE"] * 3 + ["DECLINED_OFFLINE"]
+    assert injected.outcome == "APPROVED_OFFLINE"
     assert st["list_entries"] == "2000" and st["list_direct_reads"] == "yes"
-    assert batch.count == 4
+    assert st["nfc_reads"] == "4" and st["nfc_writes"] == "3"  # the RF stack did the taps
+    assert len([tp for tp in emu.pn532.taps if tp.complete]) == 4
+    assert batch.count == 5
 
 
 @pytest.mark.parametrize("board", BOARDS)

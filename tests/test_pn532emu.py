@@ -244,7 +244,8 @@ def test_the_model_counts_the_bytes_the_boards_i2c_link_really_moves():
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "firmware"))
     from drivers.cardsource import FelicaCards
-    from drivers.pn532 import I2CLink, Pn532
+    from drivers.pn532 import Pn532
+    from drivers.pn532_i2c import I2CLink
     from host_tools.cardemu import FelicaCard
     from host_tools.pn532emu import I2CBus, LocalField
     from terminal import card as C

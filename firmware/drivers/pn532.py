@@ -1,6 +1,7 @@
 """NXP PN532 NFC controller over I2C, SPI or UART (HSU), with FeliCa.
 
     from machine import SoftI2C, Pin
+    from drivers.pn532_i2c import I2CLink       # or pn532_spi.SPILink, pn532_uart.UARTLink
     nfc = Pn532(I2CLink(SoftI2C(scl=Pin(5), sda=Pin(4), freq=400_000, timeout=100_000)))
     nfc.start()                                   # wake, GetFirmwareVersion, SAMConfiguration
     sensf_res = nfc.sense_ttf(0xFFFF)             # InListPassiveTarget 212F; None: no card
@@ -8,9 +9,10 @@
     uid = nfc.sense_tta()                         # ISO14443A at 106 kbps (bench cards)
     nfc.rf_off()
 
-The links are tiny: `I2CLink(i2c)`, `SPILink(spi, cs)` and `UARTLink(uart)`
-wrap a machine bus (or a test's fake) with wake(), flush(), write(frame),
-ready() and read(buf, timeout_ms). Pn532 frames commands in one preallocated
+The links are tiny, one module each so a board loads only its own:
+`pn532_i2c.I2CLink(i2c)`, `pn532_spi.SPILink(spi, cs)` and
+`pn532_uart.UARTLink(uart)` wrap a machine bus (or a test's fake) with wake(),
+flush(), write(frame), ready() and read(buf, timeout_ms). Pn532 frames commands in one preallocated
 buffer (preamble, 00 FF, LEN, LCS, TFI D4, command, parameters, DCS,
 postamble), waits for the ACK, then for the response frame, and checks both
 checksums. Memoryviews of exact length are made once per length and reused
@@ -29,10 +31,8 @@ speaks SPI LSB first, which the RP2 cannot, so SPILink reverses bits itself
 unless told the bus already sends LSB first.
 """
 
-from terminal.compat import const, ticks_add, ticks_diff, ticks_ms
+from terminal.compat import const, ticks_diff, ticks_ms
 from terminal.errors import NfcBusError, NfcProtocolError, NfcTimeout
-
-I2C_ADDRESS = const(0x24)
 
 # Host command codes (PN532 user manual UM0701-02, section 7).
 _GET_FIRMWARE_VERSION = const(0x02)
@@ -71,11 +71,9 @@ _VIEW_CACHE = const(24)  # lengths kept per buffer before the cache starts over
 
 ACK = b"\x00\x00\xff\x00\xff\x00"
 NACK = b"\x00\x00\xff\xff\x00\x00"
-# HSU wake-up from power-down: 0x55 0x55, then a long preamble of zeros (UM0701-02).
-_HSU_WAKE = b"\x55\x55\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
 
 
-def _pause_ms(ms):
+def pause_ms(ms):
     # Busy wait on the wrap-safe tick counter: the compat shim has no sleep_ms.
     t0 = ticks_ms()
     while ticks_diff(ticks_ms(), t0) < ms:
@@ -106,187 +104,6 @@ def link_reads_exact(link):
     """I2C and SPI reads take as many bytes as asked: the driver asks for the frame
     it expects. A UART stream stops at each frame's end by itself."""
     return getattr(link, "reads_exact", False)
-
-
-class I2CLink:
-    """PN532 on I2C (address 0x24). Every read starts with a status byte: 01 = ready."""
-
-    reads_exact = True
-
-    def __init__(self, i2c, address=I2C_ADDRESS):
-        self.i2c = i2c
-        self.address = address
-        self._status = bytearray(1)
-
-    def wake(self):
-        # The chip wakes on its address; it may not ACK that first transfer.
-        try:
-            self.i2c.writeto(self.address, b"\x00")
-        except OSError:
-            pass
-        _pause_ms(2)
-
-    def flush(self):
-        pass
-
-    def write(self, frame):
-        self.i2c.writeto(self.address, frame)
-
-    def ready(self):
-        try:
-            self.i2c.readfrom_into(self.address, self._status)
-        except OSError:  # address NACKed, or stretched past the bus timeout: not yet
-            return False
-        return self._status[0] & 1
-
-    def read(self, buf, timeout_ms):
-        """Wait until ready, then read status byte + frame into buf; 0 on timeout."""
-        deadline = ticks_add(ticks_ms(), timeout_ms)
-        while not self.ready():
-            if ticks_diff(deadline, ticks_ms()) <= 0:
-                return 0
-        self.i2c.readfrom_into(self.address, buf)
-        return len(buf)
-
-
-class SPILink:
-    """PN532 on SPI, mode 0, at most 5 MHz; `cs` is a Pin (only .value() is used).
-
-    The PN532 sends and expects LSB first. Give lsb_first=True only if the bus
-    was made with firstbit=SPI.LSB (ESP32 can); otherwise (RP2, SoftSPI) every
-    byte is bit-reversed here, through a 256-byte table.
-    """
-
-    reads_exact = True
-
-    def __init__(self, spi, cs, lsb_first=False):
-        self.spi = spi
-        self.cs = cs
-        self._one = bytearray(1)
-        self._rev = None
-        if not lsb_first:
-            rev = bytearray(256)
-            for i in range(256):
-                r = 0
-                for b in range(8):
-                    if i & (1 << b):
-                        r |= 0x80 >> b
-                rev[i] = r
-            self._rev = rev
-        cs.value(1)
-
-    def _byte(self, value):
-        self._one[0] = self._rev[value] if self._rev else value
-        self.spi.write(self._one)
-
-    def _reverse(self, buf):
-        rev = self._rev
-        if rev:
-            for i in range(len(buf)):
-                buf[i] = rev[buf[i]]
-
-    def wake(self):
-        self.cs.value(0)
-        _pause_ms(2)  # NSS low wakes the chip from power-down
-        self._byte(0x00)
-        self.cs.value(1)
-        _pause_ms(2)
-
-    def flush(self):
-        pass
-
-    def write(self, frame):
-        self._reverse(frame)  # in place, undone below: a resend sends the same bytes
-        self.cs.value(0)
-        try:
-            self._byte(0x01)  # DW: data write
-            self.spi.write(frame)
-        finally:
-            self.cs.value(1)
-            self._reverse(frame)
-
-    def ready(self):
-        self.cs.value(0)
-        try:
-            self._byte(0x02)  # SR: status read
-            self.spi.readinto(self._one)
-        finally:
-            self.cs.value(1)
-        s = self._one[0]
-        return (self._rev[s] if self._rev else s) & 1
-
-    def read(self, buf, timeout_ms):
-        deadline = ticks_add(ticks_ms(), timeout_ms)
-        while not self.ready():
-            if ticks_diff(deadline, ticks_ms()) <= 0:
-                return 0
-        self.cs.value(0)
-        try:
-            self._byte(0x03)  # DR: data read
-            self.spi.readinto(buf)
-        finally:
-            self.cs.value(1)
-        self._reverse(buf)
-        return len(buf)
-
-
-class UARTLink:
-    """PN532 on its high-speed UART (115200 8N1 after power-up).
-
-    A byte stream has no ready line: read() collects bytes until a whole frame
-    is in, and flush() drops what a timed-out exchange left behind, so the next
-    command never parses a stale answer.
-    """
-
-    def __init__(self, uart):
-        self.uart = uart
-        self._one = bytearray(1)
-
-    def wake(self):
-        self.uart.write(_HSU_WAKE)
-        _pause_ms(2)
-
-    def flush(self):
-        u = self.uart
-        while u.any():
-            u.readinto(self._one)
-
-    def write(self, frame):
-        self.uart.write(frame)
-
-    def ready(self):
-        return self.uart.any()
-
-    def read(self, buf, timeout_ms):
-        """Collect bytes until one whole frame is in (DCS included; ACK and NACK
-        after their LCS); 0 if nothing came, what came if only part of a frame."""
-        u = self.uart
-        one = self._one
-        n = 0
-        s = -1  # where 00 FF starts
-        need = 0  # bytes that make the frame whole, once LEN is known
-        size = len(buf)
-        deadline = ticks_add(ticks_ms(), timeout_ms)
-        while n < size:
-            if not u.any():
-                if ticks_diff(deadline, ticks_ms()) <= 0:
-                    return n
-                continue
-            u.readinto(one)
-            buf[n] = one[0]
-            n += 1
-            if s < 0:
-                if n >= 2 and buf[n - 2] == 0x00 and buf[n - 1] == 0xFF:
-                    s = n - 2
-            elif n == s + 4:
-                ln = buf[s + 2]
-                lcs = buf[s + 3]
-                if (ln + lcs) & 0xFF or ln == 0:  # ACK, NACK, or a broken length
-                    return n
-                need = s + 5 + ln
-            elif n == need:
-                return n
-        return n
 
 
 class Pn532:
@@ -353,9 +170,9 @@ class Pn532:
         pin = self.reset_pin
         if pin is not None:
             pin.value(0)
-            _pause_ms(20)
+            pause_ms(20)
             pin.value(1)
-            _pause_ms(20)
+            pause_ms(20)
         return self.start()
 
     def get_firmware_version(self):
@@ -397,7 +214,7 @@ class Pn532:
             # polling (nfcpy's pn53x driver waits 5 ms the same way).
             self._rf_configuration(_RF_FIELD, 0x01, 0, 0, 1)
             self._field = True
-            _pause_ms(5)
+            pause_ms(5)
         tx = self._tx
         tx[_P] = 1  # MaxTg
         tx[_P + 1] = 2 if brty == 424 else 1

@@ -70,7 +70,8 @@ class UnixPlatform:
         asked for, nfcpy's UDP link straight from the firmware (--nfc-udp HOST:PORT)."""
         if "nfc-uart" in opts:
             from drivers.cardsource import FelicaCards
-            from drivers.pn532 import Pn532, UARTLink
+            from drivers.pn532 import Pn532
+            from drivers.pn532_uart import UARTLink
             from drivers.ptyuart import PtyUart
 
             nfc = Pn532(UARTLink(PtyUart(opts["nfc-uart"])), max_frame=b.NFC_MAX_FRAME,
