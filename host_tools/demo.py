@@ -47,6 +47,7 @@ class PolicyResult:
     alerts: int = 0
     clearing_losses: int = 0  # the same losses, read back from the centre's clearing
     taps: int = 0
+    pn532_taps: int = 0  # taps read by the board's PN532 driver on the emulated PN532
     seconds: float = 0.0
     outcomes: list[tuple[int, int, str, str]] = field(default_factory=list)  # day, shop, token
 
@@ -80,6 +81,7 @@ def EmulatedFleet(shops: int, workdir: Path, ring, tag: str = "", rf: bool = Fal
             link = TerminalLink.open(emu.port, timeout=10, keyring=ring)
             if rf_port:
                 link.rf_device = f"udp:127.0.0.1:{rf_port}"
+                link.pn532 = emu.pn532  # its taps are counted: the share through the PN532
             links.append(link)
             push_keys(link, ring)
         yield links
@@ -166,6 +168,8 @@ def run_policy(world: World, policy: Policy, links, workdir: Path, ring, fee: in
     wallet = {c.token: issue_card(c.token, c.issuer, c.product, ring)
               for c in world.cards.values() if c.kind != "background"}
     push_everywhere(links, next_list(centre, policy, day_of(world.unix(0)) - 1, 1, key_id))
+    pn532_before = [link.pn532.counts["taps"] if link.pn532 is not None else 0
+                    for link in links]
     for day in range(world.days):
         for token in world.reports[day]:
             centre.block(token, world.unix(day, 7 * 3600), "reported by the holder")
@@ -209,6 +213,8 @@ def run_policy(world: World, policy: Policy, links, workdir: Path, ring, fee: in
         say(f"  {policy.key:<9} day {day + 1:>2}/{world.days}: {len(world.taps[day]):>3} taps, "
             f"fraud approved {result.daily_losses[day]:>7,} yen, total "
             f"{sum(result.daily_losses[:day + 1]):>8,} yen")
+    result.pn532_taps = sum(link.pn532.counts["taps"] - before for link, before
+                            in zip(links, pn532_before) if link.pn532 is not None)
     result.alerts = len(centre.alerts())
     for token in stolen:
         result.clearing_losses += sum(r["amount"] for r in centre.clearing(token=token)
@@ -239,6 +245,7 @@ def report(world: World, results: list[PolicyResult], fee: int) -> str:
     row("prepaid brute force: approved", [f"{r.prepaid_approved}/{r.prepaid_attempts}"
                                           for r in results])
     row("alerts raised by the centre", [str(r.alerts) for r in results])
+    row("taps through the emulated PN532", [f"{r.pn532_taps}/{r.taps}" for r in results])
     row("wall time", [f"{r.seconds:.1f} s" for r in results])
     return "\n".join(lines)
 

@@ -13,6 +13,7 @@ the port and what was expected.
 from __future__ import annotations
 
 import time
+import typing
 
 import serial
 
@@ -72,6 +73,7 @@ class TerminalLink:
         self._replies: dict[tuple[int, int], tuple[int, bytes]] = {}
         self._seen = bytearray()  # raw bytes seen while waiting, for diagnosing a non-terminal
         self.rf_device: str | None = None  # the board's RF field, if the host can reach it
+        self.pn532: typing.Any = None  # the emulated PN532 behind that field (emulated board)
         self.bytes_sent = 0  # frames on the wire, for transfer figures
         self.bytes_received = 0
 

@@ -863,6 +863,7 @@ class Pn532Emulator:
         if tap is None or not tap.commands:
             return
         self.taps.append(tap)
+        self.counts["taps"] += 1  # every tap, beyond the last `keep` kept in taps
         if self.log_path:
             import json
 

@@ -261,3 +261,15 @@ def test_a_nack_or_a_silent_chip_mid_tap_is_resent_or_reset(emulated_board):
     emu.pn532.clear_faults()
     r, _ = present(link, rf, image, 400)
     assert r.outcome == "APPROVED_OFFLINE"
+
+
+def test_the_direct_udp_driver_stays_an_explicit_option(emulated_board):
+    rf = free_udp_port()
+    emu = emulated_board("u", rf_port=rf, rf_driver="udp")
+    link = TerminalLink.open(emu.port, timeout=10)
+    push_keys(link, link.keyring)
+    link.set_time(NOW)
+    link.set_params({"new_card_online": 0, "random_target_pct": 0, "random_max_target_pct": 0})
+    r, after = present(link, rf, issue_card("4980000000000001", 1, "credit", link.keyring), 600)
+    assert r.outcome == "APPROVED_OFFLINE" and emu.pn532 is None  # no chip: nfc_udp.py
+    assert state(after, link.keyring) == ("ok", 2, 1, 600)
