@@ -147,7 +147,7 @@ class Bus:
             buf[1:1 + n] = f[:n]
 
 import drivers.pn532
-drivers.pn532._pause_ms = lambda ms: None  # the field's 5 ms settle before a polling: not CPU
+drivers.pn532.pause_ms = lambda ms: None  # the field's 5 ms settle before a polling: not CPU
 bus = Bus()
 cards = FelicaCards(Pn532(I2CLink(bus)))
 cards.start()
