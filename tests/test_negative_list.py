@@ -799,6 +799,66 @@ def test_unix_port_power_cut_delta(mpy, mpydir, tmp_path):
     assert n_commit > 30  # the merge writes a whole new list
 
 
+def _same_size_lists(n, seed, versions):
+    """Lists of n shared keys plus one token of their own, one per version: the same
+    byte size (the same q), as a centre's daily full lists often are."""
+    keys = keyset(n, seed)
+    own = keyset(len(versions), seed + 1)
+    lists = [full_bytes({257: [(k, 0) for k in keys + [own[i]]]}, v)
+             for i, v in enumerate(versions)]
+    assert len({len(x) for x in lists}) == 1
+    return keys, own, lists
+
+
+def test_unix_port_same_size_replacement(mpy, mpydir, tmp_path):
+    # A new full list of the installed one's byte size is in force at once and after
+    # a restart: nl.dir is bound to the exact list, not to its size (issue 12, item 1).
+    cases = []
+    for n in (700, 2000, 20_000):
+        _, own, lists = _same_size_lists(n, 90 + n, (1, 2, 3))
+        files = []
+        for v, data in enumerate(lists, 1):
+            path = tmp_path / ("s%d-v%d.bin" % (n, v))
+            path.write_bytes(data)
+            files.append(str(path))
+        cases.append((n, files, [bytes(k) for k in own], len(lists[0])))
+    code = r"""
+for n, files, own, size in %(cases)r:
+    bd = fresh(%(img)r)
+    mp = mount(bd)
+    t = nl.NegativeList(mp, CAP, bdev=bd)
+    for v, path in enumerate(files, 1):
+        err = push_file(t, F.KIND_FULL, v, 0, path)
+        hits = "".join("1" if t.lookup(k, 257, 20400) else "0" for k in own)
+        print(n, "push", v, err, t.version, hits, t.status()["direct_reads"])
+    t.close()
+    umount(mp)
+    bd = FileBlockDevice(%(img)r, BS, NB)  # a restart: a fresh mount of the same flash
+    mp = mount(bd)
+    t = nl.NegativeList(mp, CAP, bdev=bd)
+    hits = "".join("1" if t.lookup(k, 257, 20400) else "0" for k in own)
+    print(n, "restart", t.version, hits, t.status()["direct_reads"])
+    t.close()
+    umount(mp)
+"""
+    out = run_mpy(mpy, code, heap="128k", mpydir=str(mpydir), blocks=96, cap=CAP,
+                  img=str(tmp_path / "i.img"), cases=cases)
+    want = []
+    for n, *_ in cases:
+        # only the token of the list in force is listed, read through nl.dir
+        want += ["%d push 1 None 1 100 True" % n, "%d push 2 None 2 010 True" % n,
+                 "%d push 3 None 3 001 True" % n, "%d restart 3 001 True" % n]
+    assert out == want
+
+
+def test_unix_port_power_cut_same_size_replace(mpy, mpydir, tmp_path):
+    # The power-cut harness with a new list of the old one's size: after every cut
+    # the terminal answers from exactly the list its status names.
+    keys, own, (old, new) = _same_size_lists(700, 57, (1, 2))
+    _power_cut_case(mpy, mpydir, tmp_path, old, new, keys + [own[0]], keys + [own[1]],
+                    keyset(200, 59), F.KIND_FULL)
+
+
 def test_unix_port_delta_chain_matches_cpython(mpy, mpydir, tmp_path, term):
     chain = delta_chain(60, steps=4, n0=800)
     probes = keyset(200, 61) + [k for _, _, ch, _ in chain[1:] for i in ch for k, _, _ in ch[i]]

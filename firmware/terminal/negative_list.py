@@ -126,8 +126,9 @@ class NegativeList:
     buffer for a commit); the transfer's `stage` (nl_format's G_ layout),
     `staged` and `staged_reader` (nl.stg open for appending and for reading
     back); for nl.dir `bdev`, `block_size`, `pd_per` (entries per block),
-    `pd_blocks` (its blocks), `buckets`, `max_buckets`, `list_size` and
-    `list_tcrc` (which nl.bin it describes), `direct` (lookups read it).
+    `pd_blocks` (its blocks), `buckets`, `max_buckets`, and `list_size`,
+    `version`, `list_crc` and `list_tcrc`, which name the installed nl.bin
+    exactly (nl.dir is bound to them), `direct` (lookups read nl.dir).
     """
 
     def __init__(self, root, capacity, max_issuers=32, key_id=None, sync_bytes=16384,
@@ -148,7 +149,7 @@ class NegativeList:
         self.bdev = bdev
         self.direct = False
         self.direct_error = None
-        self.buckets = self.list_size = self.list_tcrc = 0
+        self.buckets = self.list_size = self.list_crc = self.list_tcrc = 0
         self.placed = None  # after nl.dir is built: buckets windowed, copied, long, via file
         if bdev is not None and bdev.ioctl(4, 0) > 0x7FFF:
             self.direct_error = "flash has more blocks than nl.dir entries address"
@@ -447,7 +448,7 @@ class NegativeList:
             self.error = got
             return
         (self.sections, self.buckets, self.version, self.base_day, self.key_id,
-         self.last_kind, self.entries, self.list_tcrc) = got
+         self.last_kind, self.entries, self.list_crc, self.list_tcrc) = got
         self.list_size = size
         self.file = f
         if self.bdev is not None:

@@ -37,8 +37,13 @@ PD_LEN = const(6)  # entry: block u16 (bit 15: block of nl.dir), offset u16, cou
 SPILLED = const(0x8000)
 VIA_FILE = const(0xFFFF)  # bucket too long to copy: read it through the file
 RBUF_RECS = const(64)  # records a lookup reads at once (negative_list's bucket buffer)
-PD_TRL = "<4sIII"  # magic, nl.bin size, nl.bin trailer CRC, CRC of the 12 bytes before
-PD_MAGIC = b"NLpd"
+# Trailer: magic, then the installed nl.bin it describes (size, version, body CRC,
+# trailer CRC), then the CRC of the 20 bytes before. The block numbers in nl.dir
+# hold for one file only, so it is bound to the exact list: a new list of the
+# same size is another file in other blocks (issue 12, item 1).
+PD_TRL = "<4sIIIII"
+PD_TRL_LEN = const(24)
+PD_MAGIC = b"NLd2"
 
 
 def attach(nl):
@@ -67,15 +72,19 @@ def current(nl):
     path = nl.path(PDIR)
     try:
         with open(path, "rb") as f:
-            f.seek(file_size(path) - 16)
-            tr = f.read(16)
+            f.seek(file_size(path) - PD_TRL_LEN)
+            tr = f.read(PD_TRL_LEN)
     except (OSError, ValueError):
         return False
-    if len(tr) != 16:
+    if len(tr) != PD_TRL_LEN:
         return False
-    magic, size, tcrc, crc = struct.unpack(PD_TRL, tr)
-    return (magic == PD_MAGIC and size == nl.list_size and tcrc == nl.list_tcrc
-            and crc == crc32(tr[:12]))
+    return tr == _trailer(nl)
+
+
+def _trailer(nl):
+    tr = struct.pack(PD_TRL, PD_MAGIC, nl.list_size, nl.version, nl.list_crc,
+                     nl.list_tcrc, 0)[:PD_TRL_LEN - 4]
+    return tr + struct.pack("<I", crc32(tr))
 
 
 def _buckets(nl, buf):
@@ -178,8 +187,7 @@ def build(nl):
                 n = nl.file.readinto(memoryview(rbuf)[: cnt * REC_LEN])
                 f.write(memoryview(rbuf)[:n])
                 pos += n
-        tr = struct.pack(PD_TRL, PD_MAGIC, nl.list_size, nl.list_tcrc, 0)[:12]
-        f.write(tr + struct.pack("<I", crc32(tr)))
+        f.write(_trailer(nl))
     if cur[0] + 1 > len(nl.pd_blocks):
         remove_file(tmp)
         return "nl.dir would need %d blocks, the table holds %d" % (

@@ -292,7 +292,8 @@ def remove_file(path):
 def load_table(f, size, t, max_sections):
     """Read the installed list nl.bin (open as f, size bytes) into the section table
     t (ST u32 per section). Returns an error message, or (sections, buckets,
-    version, base day, key id, last update kind, entries counted, trailer CRC)."""
+    version, base day, key id, last update kind, entries counted, body CRC,
+    trailer CRC): the version and the two CRCs name this list exactly."""
     f.seek(size - TRAILER_LEN)
     tr = f.read(TRAILER_LEN)
     magic, body_len, last_kind, _, _, tcrc = struct.unpack(TRL, tr)
@@ -326,4 +327,5 @@ def load_table(f, size, t, max_sections):
         t[row + S_CUT1] = (c2 << 12) | c3
         t[row + S_LQ] = body.aux[s]
         total += body.count[s] - ovf
-    return (body.n, pdb, body.version, body.base_day, body.key_id, last_kind, total, tcrc)
+    return (body.n, pdb, body.version, body.base_day, body.key_id, last_kind, total,
+            body.body_crc, tcrc)
