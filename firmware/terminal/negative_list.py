@@ -57,7 +57,7 @@ _G_TOTAL = const(3)
 _G_HAVE = const(4)
 _G_LEN = const(6)
 _NEWEST = const(4095)
-# terminal.nl_dir's entry layout, and drivers.lfsfile.PTR_MAX
+# terminal.nl_dir's entry layout: entries from _PTR_MAX (drivers.lfsfile.PTR_MAX) on
 _PD_LEN = const(6)  # entry: block u16 (bit 15: block of nl.dir), offset u16, count | skip << 10
 _SPILLED = const(0x8000)
 _VIA_FILE = const(0xFFFF)  # bucket too long to copy: read it through the file
@@ -155,10 +155,8 @@ class NegativeList:
             self.direct_error = "flash has more blocks than nl.dir entries address"
             bdev = self.bdev = None
         if bdev is not None:
-            from drivers.lfsfile import ctz_ptrs
             from terminal.nl_format import bucket_bits
 
-            self._ctz_ptrs = ctz_ptrs  # where nl.dir's entries start in its blocks
             bs = bdev.ioctl(5, 0)
             self.block_size = bs
             self.pd_per = (bs - _PTR_MAX) // _PD_LEN  # nl.dir entries per block
@@ -228,7 +226,7 @@ class NegativeList:
         per = self.pd_per
         blk = k // per
         d = self._ebuf
-        self.bdev.readblocks(pd[blk], d, self._ctz_ptrs(blk) + (k - blk * per) * _PD_LEN)
+        self.bdev.readblocks(pd[blk], d, _PTR_MAX + (k - blk * per) * _PD_LEN)
         self.page_reads += 1
         info = d[4] | (d[5] << 8)
         if info == _VIA_FILE:

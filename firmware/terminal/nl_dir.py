@@ -5,8 +5,9 @@ flash, so that a lookup reads the block device directly (terminal.negative_list)
     err = nl_dir.build(nl)   # write it for the installed list
 
 One 6-byte entry per bucket, in section order (block u16, offset in the block
-u16, records | skip << 10), a fixed number of entries per block so entry k sits
-at a computable place; then copies of the buckets that straddle two blocks of
+u16, records | skip << 10), a fixed number of entries per block from offset
+PTR_MAX, so entry k sits at a place the lookup computes without LittleFS's
+geometry; then copies of the buckets that straddle two blocks of
 nl.bin; then a trailer naming the list it describes. Written to nl.dtp and
 renamed, so it is whole or absent. Imported when a list is loaded (start-up,
 commit) and dropped afterwards, like the update code. docs/negative_list.md,
@@ -43,7 +44,7 @@ RBUF_RECS = const(64)  # records a lookup reads at once (negative_list's bucket 
 # same size is another file in other blocks (issue 12, item 1).
 PD_TRL = "<4sIIIII"
 PD_TRL_LEN = const(24)
-PD_MAGIC = b"NLd2"
+PD_MAGIC = b"NLd3"
 
 
 def attach(nl):
@@ -171,8 +172,9 @@ def build(nl):
                 kinds[0] += 1
             elif cnt > RBUF_RECS:
                 kinds[2] += 1
-            blk = k // per
-            pos = _pad(f, pos, ctz_start(blk, bs) + (k - blk * per) * PD_LEN)
+            blk = k // per  # entries start at PTR_MAX in every block, past any pointers
+            pos = _pad(f, pos, ctz_start(blk, bs) - ctz_ptrs(blk) + PTR_MAX
+                       + (k - blk * per) * PD_LEN)
             struct.pack_into("<HHH", ent, 0, phys, at, info)
             f.write(ent)
             pos += PD_LEN
@@ -200,7 +202,7 @@ _ZERO = bytes(PTR_MAX + 16)
 
 
 def _pad(f, pos, to):
-    # zeros from file offset pos up to to (within a block: at most PTR_MAX + 6)
+    # zeros from file offset pos up to to
     while pos < to:
         n = min(to - pos, len(_ZERO))
         f.write(_ZERO[:n])

@@ -36,6 +36,8 @@ ISSUERS_FILE = "issuers.bin"
 # or change the list).
 ON_DEMAND = ("admin", "listsync", "clearing", "keystore", "counters", "params", "nl_update",
              "nl_format", "nl_dir")
+# Driver modules only those import (nl_dir: the LittleFS geometry), dropped with them.
+ON_DEMAND_DRIVERS = ("lfsfile",)
 _P_JOURNAL_NEAR_FULL_PCT = const(18)  # terminal.params.P_JOURNAL_NEAR_FULL_PCT
 
 
@@ -160,6 +162,11 @@ class TerminalService:
                 del sys.modules[full]
             if hasattr(pkg, name):  # `import terminal.x` binds x in the package too
                 delattr(pkg, name)
+        drivers = sys.modules.get("drivers")
+        for name in ON_DEMAND_DRIVERS:
+            sys.modules.pop("drivers." + name, None)
+            if drivers is not None and hasattr(drivers, name):
+                delattr(drivers, name)
         collect()
 
     def close(self):
