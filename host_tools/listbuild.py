@@ -67,7 +67,8 @@ class Built:
     adds: int = 0
     removes: int = 0
     duplicates: int = 0  # lines merged into a later line for the same token
-    dropped_quota: dict[int, int] = field(default_factory=dict)
+    dropped_quota: dict[int, int] = field(default_factory=dict)  # by this build
+    withheld: dict[int, int] = field(default_factory=dict)  # in the list: online-only issuers
     expired: int = 0  # lines whose expiry had already passed
     warnings: list[str] = field(default_factory=list)
 
@@ -161,15 +162,50 @@ def _code(expiry: int, base_day: int) -> int:
     return max(e, 0)
 
 
+def within_quota(sections: dict, quotas: dict) -> tuple[dict, dict[int, int]]:
+    """Each issuer's entries cut to its quota, keeping the last ones (the newest, in
+    list order), and how many each issuer had withheld: encode_full's `sections`
+    and `withheld`. An issuer without a quota (missing or None) keeps them all.
+
+        kept, withheld = within_quota({1: entries}, {1: 20})
+        data = encode_full(kept, version=v, base_day=d, key_id=k, quotas={1: 20},
+                           withheld=withheld)   # the terminal sends issuer 1 online
+    """
+    kept, withheld = {}, {}
+    for issuer, rows in sections.items():
+        quota = quotas.get(issuer)
+        if quota is not None and len(rows) > quota:
+            withheld[issuer] = len(rows) - quota
+            rows = rows[len(rows) - quota:]
+        kept[issuer] = list(rows)
+    return kept, withheld
+
+
+def _withheld(withheld: dict | None) -> dict[int, int]:
+    out = {}
+    for issuer, n in (withheld or {}).items():
+        if not 0 <= n <= nl.MAX_COUNT:
+            raise ToolError("issuer %d: withheld count %d out of range" % (issuer, n))
+        if n:
+            out[issuer] = n
+    return out
+
+
 def encode_full(sections: dict, *, version: int, base_day: int, key_id: int,
-                quotas: dict | None = None, capacity: int | None = None) -> bytes:
+                quotas: dict | None = None, capacity: int | None = None,
+                withheld: dict | None = None) -> bytes:
     """Full list bytes from {issuer: [(key8, expiry day or 0), ...]}.
 
     Each section gets q = bucket_bits(max(entries, quota)) (quota capped at the
     board's capacity) so it stays at <= 32 entries per bucket up to its quota.
     Two keys equal in their stored bits merge (the later expiry wins).
+    withheld: {issuer: entries left out to keep within its quota}; the terminal
+    makes such an issuer online-only (a section is written for it even if it
+    has no entries).
     """
     quotas = quotas or {}
+    held = _withheld(withheld)
+    sections = {**{i: [] for i in held}, **sections}
     header = nl.pack_header(nl.KIND_FULL, version, 0, base_day, key_id)
     recs = bytearray()
     dirs = bytearray()
@@ -197,17 +233,22 @@ def encode_full(sections: dict, *, version: int, base_day: int, key_id: int,
         for b in range(len(counts)):
             run += counts[b]
             dirs += struct.pack("<I", run)
-        table += nl.pack_section(issuer, q, len(best), quota)
+        table += nl.pack_section(issuer, q, len(best), quota, held.get(issuer, 0))
         total += len(best)
     body = header + bytes(recs) + bytes(dirs)
     return body + bytes(table) + nl.pack_footer(len(sections), total, crc32(body), table)
 
 
 def encode_delta(sections: dict, *, version: int, base_version: int, base_day: int,
-                 key_id: int, quotas: dict | None = None) -> bytes:
+                 key_id: int, quotas: dict | None = None,
+                 withheld: dict | None = None) -> bytes:
     """Delta bytes from {issuer: [(key8, expiry day or 0, remove), ...]}; quotas (the
-    centre's, per issuer) travel in the section table like in a full list."""
+    centre's, per issuer) travel in the section table like in a full list, and so
+    do withheld counts: a delta's section sets its issuer's count (0 clears it),
+    an issuer the delta leaves out keeps the installed one."""
     quotas = quotas or {}
+    held = _withheld(withheld)
+    sections = {**{i: [] for i in (withheld or {})}, **sections}
     header = nl.pack_header(nl.KIND_DELTA, version, base_version, base_day, key_id)
     recs = bytearray()
     table = bytearray()
@@ -219,7 +260,8 @@ def encode_delta(sections: dict, *, version: int, base_version: int, base_day: i
                                                                                  base_day)
         for k52 in sorted(rows):
             recs += ((k52 << 12) | rows[k52]).to_bytes(nl.DREC_LEN, "big")
-        table += nl.pack_section(issuer, 0, len(rows), quotas.get(issuer) or 0)
+        table += nl.pack_section(issuer, 0, len(rows), quotas.get(issuer) or 0,
+                                 held.get(issuer, 0))
         total += len(rows)
     body = header + bytes(recs)
     return body + bytes(table) + nl.pack_footer(len(sections), total, crc32(body), table)
@@ -238,6 +280,7 @@ class ListFile:
     sections: dict[int, dict]
     q: dict[int, int]
     quota: dict[int, int]
+    withheld: dict[int, int]  # entries the centre left out over quota (0: none)
 
     def entries(self) -> int:
         return sum(len(s) for s in self.sections.values())
@@ -275,7 +318,8 @@ def decode(data: bytes) -> ListFile:
                 rows[v >> 12] = None if e == nl.REMOVE else (body.base_day + e - 1 if e else 0)
         sections[body.issuer[s]] = rows
     return ListFile(body.kind, body.version, body.base_version, body.base_day, body.key_id,
-                    sections, dict(zip(body.issuer, body.q)), dict(zip(body.issuer, body.aux)))
+                    sections, dict(zip(body.issuer, body.q)), dict(zip(body.issuer, body.aux)),
+                    dict(zip(body.issuer, body.withheld)))
 
 
 # -- building from CSV ----------------------------------------------------------------
@@ -336,8 +380,10 @@ def build_full(text: str, *, version: int, issuers: dict, list_key: bytes, key_i
                         % (total, capacity))
     sections = {i: [(hasher.hash(a.token.encode()), a.expiry) for a in acts]
                 for i, acts in per.items()}
+    built.withheld = dict(built.dropped_quota)
     built.data = encode_full(sections, version=version, base_day=today, key_id=key_id,
-                             quotas={i: q for i, q in issuers.items() if q}, capacity=capacity)
+                             quotas={i: q for i, q in issuers.items() if q}, capacity=capacity,
+                             withheld=built.withheld)
     built.adds = total
     built.per_issuer = {i: len(a) for i, a in sorted(per.items())}
     built.entries = struct.unpack_from(nl.FTR, built.data, len(built.data) - nl.FOOTER_LEN)[2]
@@ -400,15 +446,21 @@ def build_delta(text: str, *, base: bytes, issuers: dict, list_key: bytes, capac
             if resolve != "keep-newest":
                 raise _over_quota(issuer, n, quota)
             n = _keep_newest_delta(issuer, rows, ch, n - quota, old.q.get(issuer), built)
+            changes[issuer] = ch  # its drops travel even if the CSV had nothing for it
         per[issuer] = n
     total = sum(per.values())
     if total > capacity:
         raise ToolError("list would have %d entries, the board holds %d; refused before any "
                         "transfer" % (total, capacity))
     sections = {i: [(k, e, r) for k, e, r, _ in ch.values()] for i, ch in changes.items()}
+    # What stays withheld: the base's, and what this delta drops. A delta's section
+    # sets its issuer's count, so every issuer it touches carries the base's on.
+    held = {i: old.withheld.get(i, 0) + built.dropped_quota.get(i, 0) for i in changes}
+    built.withheld = {i: n for i, n in old.withheld.items() if n}
+    built.withheld.update({i: n for i, n in held.items() if n})
     built.data = encode_delta(sections, version=version, base_version=old.version,
                               base_day=today, key_id=old.key_id,
-                              quotas={i: q for i, q in issuers.items() if q})
+                              quotas={i: q for i, q in issuers.items() if q}, withheld=held)
     built.adds = sum(1 for ch in changes.values() for c in ch.values() if not c[2])
     built.removes = sum(1 for ch in changes.values() for c in ch.values() if c[2])
     built.per_issuer = {i: n for i, n in sorted(per.items()) if n}

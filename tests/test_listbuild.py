@@ -110,7 +110,10 @@ def test_over_quota_refused_unless_resolved(tmp_path):
     assert b.entries == 5 and b.dropped_quota == {257: 3}
     t = install(tmp_path, b)
     assert [listed(t, 257, str(1000 + i)) for i in range(8)] == [False] * 3 + [True] * 5
-    assert not t.overflowing()
+    # the three left out are not approved offline: the issuer is online-only
+    assert b.withheld == {257: 3} and lb.decode(b.data).withheld == {257: 3}
+    assert t.overflowing() == [257] and t.online_only(257)
+    assert t.status()["issuers"] == [(257, 5, 0, 3)]
     with pytest.raises(ToolError, match="unknown quota resolution"):
         build(text, resolve="drop-all")
 
@@ -160,7 +163,31 @@ def test_delta_over_quota(tmp_path):
     # the two entries expiring first made room for the new ones
     assert [listed(t, 257, str(i)) for i in (0, 1, 2, 3, 4, 100, 101)] == [
         False, False, True, True, True, True, True]
-    assert not t.overflowing()
+    assert d.withheld == {257: 2} and t.overflowing() == [257]
+    assert t.status()["issuers"] == [(257, 5, 0, 2)]
+
+
+def test_within_quota_and_withheld_in_the_list():
+    rows = {1: [(bytes([i]) * 8, 0) for i in range(1, 8)], 2: [(b"\x09" * 8, 0)], 3: []}
+    kept, withheld = lb.within_quota(rows, {1: 5, 2: None})
+    assert kept[1] == rows[1][2:] and kept[2] == rows[2] and withheld == {1: 2}
+    data = lb.encode_full(kept, version=1, base_day=DAY, key_id=1, quotas={1: 5},
+                          withheld=withheld)
+    f = lb.decode(data)
+    assert f.withheld == {1: 2, 2: 0, 3: 0} and f.quota[1] == 5
+    with pytest.raises(ToolError, match="withheld count -1 out of range"):
+        lb.encode_full(kept, version=1, base_day=DAY, key_id=1, withheld={1: -1})
+
+
+def test_delta_carries_the_base_lists_withheld_count(tmp_path):
+    text = "".join("257,%d,add\n" % (1000 + i) for i in range(8))
+    base = build(text, resolve="keep-newest")
+    assert base.withheld == {257: 3}
+    # a delta that touches issuer 257 must not clear what its base withheld
+    d = delta("257,1007,remove\n258,5,add\n", base.data)
+    assert d.withheld == {257: 3} and lb.decode(d.data).withheld == {257: 3, 258: 0}
+    t = install(tmp_path, base, d)
+    assert t.overflowing() == [257] and not t.online_only(258)
 
 
 def test_bad_arguments():

@@ -116,7 +116,7 @@ def test_lookup_edges(term):
                       quotas={257: 512, 300: 512})
     t = term()
     assert push(t, F.KIND_FULL, 1, 0, data) is None
-    assert t.status()["issuers"][0] == (257, len(present), 0)
+    assert t.status()["issuers"][0] == (257, len(present), 0, 0)
     assert all(t.lookup(k, 257, DAY) for k in present)
     assert not any(t.lookup(k, 257, DAY) for k in absent)
     assert all(t.lookup(k, 300, DAY) for k in absent)
@@ -399,7 +399,7 @@ def test_quota_overflow_keeps_newest(term):
     assert push(t, F.KIND_FULL, 1, 0, full_bytes({257: rows, 300: [(b"\5" * 8, 0)]}, 1)) is None
     st = t.status()
     assert st["overflowing"] == [257] and t.online_only(257) and not t.online_only(300)
-    assert st["issuers"][0] == (257, 110, 65) and t.entries == 46
+    assert st["issuers"][0] == (257, 110, 65, 0) and t.entries == 46
     hits = [k for k, _ in rows if t.lookup(k, 257, DAY)]
     assert len(hits) == 45
     # kept: the 10 without expiry, the 30 expiring last, 5 of the 10 at rank DAY+6
@@ -423,12 +423,47 @@ def test_quota_overflow_by_delta_and_from_list(term):
     d = lb.encode_delta({257: [(k, DAY + 9, False) for k in keys[50:]]}, version=2,
                         base_version=1, base_day=DAY, key_id=1)
     assert push(t, F.KIND_DELTA, 2, 1, d) is None
-    assert t.overflowing() == [257] and t.status()["issuers"] == [(257, 60, 10)]
+    assert t.overflowing() == [257] and t.status()["issuers"] == [(257, 60, 10, 0)]
     assert sum(t.lookup(k, 257, DAY) for k in keys) == 50
     # quota 0 for an issuer: nothing of it counts, it is online-only
     t.set_quotas([(257, 0)])
     assert push(t, F.KIND_FULL, 3, 0, full_bytes({257: [(k, 0) for k in keys]}, 3)) is None
     assert t.online_only(257) and not any(t.lookup(k, 257, DAY) for k in keys)
+
+
+def test_withheld_entries_make_the_issuer_online_only(term):
+    # The centre left entries out to keep within a quota: the list says how many, and
+    # the issuer's cards go online, since a missing entry would be approved offline.
+    t = term()
+    keys = keyset(30, 32)
+    data = lb.encode_full({257: [(k, 0) for k in keys[:20]], 300: [(keys[20], 0)]}, version=1,
+                          base_day=DAY, key_id=1, quotas={257: 20}, withheld={257: 4, 512: 7})
+    assert push(t, F.KIND_FULL, 1, 0, data) is None
+    assert t.online_only(257) and t.online_only(512) and not t.online_only(300)
+    assert t.overflowing() == [257, 512]
+    assert t.status()["issuers"] == [(257, 20, 0, 4), (300, 1, 0, 0), (512, 0, 0, 7)]
+    assert all(t.lookup(k, 257, DAY) for k in keys[:20]) and t.entries == 21
+
+    def delta(version, changes, withheld):
+        return lb.encode_delta(changes, version=version, base_version=version - 1,
+                               base_day=DAY, key_id=1, withheld=withheld)
+
+    # a delta that leaves 257 out keeps its count; one for a new issuer of no entries
+    # still gives it a section
+    assert push(t, F.KIND_DELTA, 2, 1, delta(2, {300: [(keys[21], 0, False)]},
+                                             {600: 2})) is None
+    assert t.overflowing() == [257, 512, 600] and t.status()["issuers"][-1] == (600, 0, 0, 2)
+    # a delta's section sets the count: 0 clears it (an empty section goes)
+    swap = {257: [(keys[22], 0, False), (keys[0], 0, True)]}  # 20 entries: within quota
+    assert push(t, F.KIND_DELTA, 3, 2, delta(3, swap, {257: 0, 512: 0, 600: 5})) is None
+    assert t.overflowing() == [600] and not t.online_only(257)
+    assert [r[0] for r in t.status()["issuers"]] == [257, 300, 600]
+    assert t.lookup(keys[22], 257, DAY) and t.entries == 22
+    # a full list without withheld entries brings every issuer back
+    assert push(t, F.KIND_FULL, 4, 0, full_bytes({257: [(keys[0], 0)]}, 4)) is None
+    assert t.overflowing() == [] and not t.online_only(600)
+    f = lb.decode((Path(t.root) / "nl.bin").read_bytes())
+    assert f.withheld == {257: 0}
 
 
 def test_too_many_issuers(term):

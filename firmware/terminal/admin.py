@@ -84,8 +84,9 @@ def list_fields(svc):
     out = [("list_version", st["version"]), ("list_kind", st["kind"]),
            ("list_entries", st["entries"]), ("list_capacity", st["capacity"]),
            ("list_key_id", st["key_id"])]
-    for issuer, count, overflow in st["issuers"]:
-        out.append(("list_issuer_%d" % issuer, "%d overflow=%d" % (count, overflow)))
+    for issuer, count, overflow, withheld in st["issuers"]:
+        out.append(("list_issuer_%d" % issuer, "%d overflow=%d withheld=%d" % (
+            count, overflow, withheld)))
     if st["overflowing"]:
         out.append(("list_online_only_issuers",
                     ",".join("%d" % i for i in st["overflowing"])))

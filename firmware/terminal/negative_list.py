@@ -48,6 +48,7 @@ _S_OVF = const(5)
 _S_KEEP = const(6)
 _S_CUT0 = const(7)
 _S_CUT1 = const(8)
+_S_WH = const(9)
 _S_PDB = const(10)
 _ST = const(11)
 _G_KIND = const(0)
@@ -304,18 +305,21 @@ class NegativeList:
         self.key_id_wanted = key_id
 
     def online_only(self, issuer):
-        """True while the issuer's entries overflow its quota (its cards go online)."""
+        """True while the issuer's list is incomplete (its cards go online): its
+        entries overflowed the terminal's quota at the last commit, or the centre
+        withheld some to keep within the quota it gave."""
         t = self.table
         for s in range(self.sections):
             if t[s * _ST] == issuer:
-                return t[s * _ST + _S_OVF] > 0
+                return t[s * _ST + _S_OVF] > 0 or t[s * _ST + _S_WH] > 0
         return False
 
     def overflowing(self):
-        """Issuers over quota at the last commit: the caller makes them online-only
-        and clears the flag of the others."""
+        """Issuers whose list is incomplete (see online_only): the caller makes
+        them online-only and clears the flag of the others."""
         t = self.table
-        return [t[s * _ST] for s in range(self.sections) if t[s * _ST + _S_OVF]]
+        return [t[s * _ST] for s in range(self.sections)
+                if t[s * _ST + _S_OVF] or t[s * _ST + _S_WH]]
 
     # -- quotas -------------------------------------------------------------------
 
@@ -381,7 +385,8 @@ class NegativeList:
 
     def status(self):
         """A dict for the host: version, last update kind, entries, per-issuer
-        (issuer, stored, over quota), transfer in progress."""
+        (issuer, stored, over the terminal's quota, withheld by the centre),
+        transfer in progress."""
         t = self.table
         g = self.stage
         return {
@@ -391,8 +396,8 @@ class NegativeList:
             "capacity": self.capacity,
             "base_day": self.base_day,
             "key_id": self.key_id,
-            "issuers": [(t[s * _ST], t[s * _ST + _S_CNT], t[s * _ST + _S_OVF])
-                        for s in range(self.sections)],
+            "issuers": [(t[s * _ST], t[s * _ST + _S_CNT], t[s * _ST + _S_OVF],
+                         t[s * _ST + _S_WH]) for s in range(self.sections)],
             "overflowing": self.overflowing(),
             "staged": None if not g[_G_KIND] else {
                 "kind": _KINDS[g[_G_KIND]], "version": g[_G_VER], "base_version": g[_G_BASE],

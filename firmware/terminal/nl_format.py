@@ -25,10 +25,10 @@ from terminal.compat import const
 
 KIND_FULL = const(1)
 KIND_DELTA = const(2)
-FORMAT = const(1)
+FORMAT = const(2)  # 2: a section carries the entries the centre withheld
 MAGIC = b"NL"
 HEADER_LEN = const(24)
-SECTION_LEN = const(12)
+SECTION_LEN = const(16)
 FOOTER_LEN = const(16)
 EXTRA_LEN = const(16)
 TRAILER_LEN = const(16)
@@ -43,7 +43,8 @@ MAX_COUNT = const(0xFFFFFF)  # counts stay small ints on a 32-bit board
 NEWEST = const(4095)  # keep-rank of an entry without expiry
 
 HDR = "<2sBBIIHHI"  # magic, format, kind, version, base version, base day, key id, 0; crc
-SEC = "<HBBII"  # issuer, bucket bits (full), 0, records, the centre's quota (0: none)
+SEC = "<HBBIII"  # issuer, bucket bits (full), 0, records, the centre's quota (0: none),
+# entries the centre withheld to keep within that quota (the issuer goes online-only)
 FTR = "<HHIII"  # sections, 0, records, crc of header+records+dirs, crc of table+footer
 EXT = "<IHHHHHH"  # overflow, keep rank, cut bucket, cut a, cut b, cut c, 0
 TRL = "<4sIBBHI"  # magic, body length, last update kind, 0, 0, crc of extras+trailer
@@ -156,8 +157,10 @@ def parse_header(buf):
     return f[2], f[3], f[4], f[5], f[6]
 
 
-def pack_section(issuer, q, count, aux):
-    return struct.pack(SEC, issuer, q, 0, count, aux)
+def pack_section(issuer, q, count, quota, withheld=0):
+    """A section table row: `withheld` entries of the issuer did not fit its quota
+    (the terminal then sends every card of the issuer online)."""
+    return struct.pack(SEC, issuer, q, 0, count, quota, withheld)
 
 
 def pack_footer(n_sections, n_records, body_crc, table):
@@ -197,7 +200,7 @@ class Body:
             return "list section table damaged (CRC)"
         self.n = ns
         self.records = nrec
-        self.issuer, self.q, self.count, self.aux = [], [], [], []
+        self.issuer, self.q, self.count, self.aux, self.withheld = [], [], [], [], []
         self.rec_off, self.dir_off = [], []
         rlen = REC_LEN if self.kind == KIND_FULL else DREC_LEN
         roff = HEADER_LEN
@@ -205,16 +208,17 @@ class Body:
         total = 0
         prev = -1
         for s in range(ns):
-            iss, q, _, cnt, aux = struct.unpack_from(SEC, table, SECTION_LEN * s)
+            iss, q, _, cnt, aux, held = struct.unpack_from(SEC, table, SECTION_LEN * s)
             if iss <= prev:
                 return "list issuers out of order at issuer %d" % iss
-            if q > MAX_BUCKET_BITS or cnt > MAX_COUNT:
+            if q > MAX_BUCKET_BITS or cnt > MAX_COUNT or held > MAX_COUNT:
                 return "issuer %d: bad section (q=%d, %d entries)" % (iss, q, cnt)
             prev = iss
             self.issuer.append(iss)
             self.q.append(q)
             self.count.append(cnt)
             self.aux.append(aux)
+            self.withheld.append(held)
             self.rec_off.append(roff)
             self.dir_off.append(doff)
             roff += rlen * cnt
@@ -260,7 +264,7 @@ S_OVF = const(5)  # entries over quota at the last commit
 S_KEEP = const(6)  # keep-rank while over quota (0: every entry counts)
 S_CUT0 = const(7)  # first key kept at that rank: bucket << 12 | a
 S_CUT1 = const(8)  # ... b << 12 | c
-S_LQ = const(9)  # quota the centre put in the list
+S_WH = const(9)  # entries the centre withheld (over its quota): the issuer goes online
 S_PDB = const(10)  # index of the section's first entry in nl.dir
 ST = const(11)
 # Staged transfer: kind, version, base version, total length, bytes stored, bytes synced.
@@ -325,7 +329,7 @@ def load_table(f, size, t, max_sections):
         t[row + S_KEEP] = keep
         t[row + S_CUT0] = (c0 << 12) | c1
         t[row + S_CUT1] = (c2 << 12) | c3
-        t[row + S_LQ] = body.aux[s]
+        t[row + S_WH] = body.withheld[s]
         total += body.count[s] - ovf
     return (body.n, pdb, body.version, body.base_day, body.key_id, last_kind, total,
             body.body_crc, tcrc)

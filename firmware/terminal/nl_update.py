@@ -15,6 +15,7 @@ from terminal.nl_format import (
     ACTIVE,
     DREC_LEN,
     DTMP,
+    EXTRA_LEN,
     FOOTER_LEN,
     G_BASE,
     G_HAVE,
@@ -37,12 +38,13 @@ from terminal.nl_format import (
     S_CUT1,
     S_DIR,
     S_KEEP,
-    S_LQ,
     S_Q,
     S_REC,
+    S_WH,
     SECTION_LEN,
     ST,
     STAGE,
+    TRAILER_LEN,
     Body,
     before,
     bits,
@@ -606,20 +608,25 @@ def _commit_delta(nl, work):
             err = _verify_crc(sf, d, work)
         if err:
             return err
+        base = Body()  # the installed list's section table: the centre's quotas
+        err = base.read(nl.file, file_size(nl.path(ACTIVE)) - EXTRA_LEN * nl.sections
+                        - TRAILER_LEN, nl.max_issuers)
+        if err:
+            return "installed list damaged: " + err
         with open(npath, "wb") as nf:
             out = _Out(nf, w[:_W_OUT])
             out.raw(pack_header(KIND_FULL, d.version, d.base_version, d.base_day, d.key_id))
             with open(dpath, "wb") as tf:
                 dout = _Out(tf, w[_W_OUT:_W_DEL])
-                res = _merge(nl, sf, d, out, dout, work)
+                res = _merge(nl, base, sf, d, out, dout, work)
                 dout.flush()
             if isinstance(res, str):
                 return res
             out.flush()
             table = bytearray()
             total = 0
-            for issuer, q, cnt, quota in res:
-                table += pack_section(issuer, q, cnt, quota)
+            for issuer, q, cnt, quota, held in res:
+                table += pack_section(issuer, q, cnt, quota, held)
                 total += cnt
             with open(dpath, "rb") as tf:  # directories follow all the records
                 while True:
@@ -639,9 +646,11 @@ def _commit_delta(nl, work):
     return _install(nl, npath)
 
 
-def _merge(nl, sf, d, out, dout, work):
-    """Installed list + delta d -> records to out, directories to dout. Returns
-    [(issuer, q, count, listed quota)] or an error message."""
+def _merge(nl, base, sf, d, out, dout, work):
+    """Installed list (its body `base`) + delta d -> records to out, directories
+    to dout. Returns [(issuer, q, count, listed quota, withheld)] or an error
+    message. A delta's section sets the issuer's quota (if it gives one) and its
+    withheld count; an issuer the delta leaves out keeps both."""
     shift = d.base_day - nl.base_day  # expiry codes move to the delta's day
     w = work
     br = _Reader(nl.file, nl.rbuf, w[_W_DIR:_W_END])
@@ -660,7 +669,8 @@ def _merge(nl, sf, d, out, dout, work):
         if has_b:
             row = i * ST
             q = t[row + S_Q]
-            lquota = (d.aux[j] if has_d else 0) or t[row + S_LQ]
+            lquota = (d.aux[j] if has_d else 0) or base.aux[i]
+            held = d.withheld[j] if has_d else t[row + S_WH]
             keep = t[row + S_KEEP]
             x = t[row + S_CUT0]
             y = t[row + S_CUT1]
@@ -669,6 +679,7 @@ def _merge(nl, sf, d, out, dout, work):
             i += 1
         else:
             lquota = d.aux[j]
+            held = d.withheld[j]
             keep = c0 = c1 = c2 = c3 = 0
             q = bucket_bits(max(d.count[j], nl.quota_of(issuer, lquota)))
         if has_d:
@@ -710,11 +721,11 @@ def _merge(nl, sf, d, out, dout, work):
             return "delta records out of order (issuer %d)" % issuer
         if br.bad:
             return "installed list damaged (issuer %d)" % issuer
-        if cnt:
+        if cnt or held:  # a section of no entries still says what was withheld
             while nxt <= (1 << q):
                 dout.u32(cnt)
                 nxt += 1
-            res.append((issuer, q, cnt, lquota))
+            res.append((issuer, q, cnt, lquota, held))
             total += cnt
     if len(res) > nl.max_issuers:
         return "list would hold %d issuers, the terminal holds %d" % (len(res), nl.max_issuers)

@@ -133,13 +133,15 @@ def _next_list(state, args, c):
     day = as_day(args.day) if args.day else _today()
     nxt = Detector(c).next_negative_list(day)
     key_id = state.keyring().list_key()[0]
+    over = {i: len(v) for i, v in nxt.overflow.items() if v}
     data = listbuild.encode_full(nxt.sections(), version=args.version, base_day=day,
                                  key_id=key_id, quotas=nxt.quotas,
-                                 capacity=board_value(args.board, "LIST_CAPACITY"))
+                                 capacity=board_value(args.board, "LIST_CAPACITY"),
+                                 withheld=over)
     Path(args.out).write_bytes(data)
-    over = {i: len(v) for i, v in nxt.overflow.items() if v}
     print(f"list v{args.version}: {len(nxt.entries)} entries, {len(data)} bytes -> "
-          f"{args.out}" + (f"; over quota (not listed): {over}" if over else ""))
+          f"{args.out}" + (f"; withheld over quota (those issuers go online-only): {over}"
+                           if over else ""))
     for note in nxt.notes:
         print(f"  {note}")
     return 0

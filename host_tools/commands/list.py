@@ -27,7 +27,8 @@ def argparse_list(sub):
                    help="per-issuer entry quota (repeat); over quota is refused unless "
                    "--resolve says how")
     b.add_argument("--resolve", choices=["keep-newest"], default=None,
-                   help="over quota: keep the newest entries (dropped ones are reported)")
+                   help="over quota: keep the newest entries; the list says how many were "
+                   "withheld and the terminal sends that issuer's cards online")
     b.add_argument("--board", default="emulator",
                    help="board whose list capacity bounds the list (default emulator)")
     p_push = lsub.add_parser("push", help="send a list file to the terminal and install it")
@@ -92,6 +93,9 @@ def _build(state, args):
         print(f"  issuer {issuer}: {n} entries" + (f" (quota {quota})" if quota else ""))
     for issuer, n in sorted(built.dropped_quota.items()):
         print(f"  issuer {issuer}: {n} entries over quota dropped (--resolve keep-newest)")
+    for issuer, n in sorted(built.withheld.items()):
+        print(f"  issuer {issuer}: {n} withheld in the list: the terminal sends its cards "
+              "online")
     for w in built.warnings:
         print(f"  warning: {w}")
     return 0
