@@ -7,7 +7,9 @@
     delta = build_delta(day_csv, base=built.data, issuers=issuers, list_key=key16,
                         capacity=board.LIST_CAPACITY, today=...)
 
-CSV, one action per line (a header line, blank lines and `#` comments are skipped):
+CSV, one action per line (a header line, blank lines and `#` comments are skipped;
+UTF-8, a spreadsheet's byte-order mark and quoted fields are fine; a bad line is
+one ToolError saying how many are bad and what is wrong with the first):
 
     issuer,token,action[,expiry]
     257,4980123412341234,add,2026-12-31
@@ -23,10 +25,13 @@ firmware/terminal/nl_format.py, shared with the terminal.
 
 from __future__ import annotations
 
+import csv
 import datetime
+import io
 import struct
 from binascii import crc32
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from host_tools.errors import ToolError
 from terminal import nl_format as nl
@@ -80,16 +85,43 @@ def _int(text: str) -> int:
     return int(text, 16) if text.lower().startswith("0x") else int(text, 10)
 
 
+def read_csv(path: str | Path) -> str:
+    """The text of a list CSV file: UTF-8, with or without the byte-order mark a
+    spreadsheet writes; ToolError naming the file otherwise."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise ToolError(f"cannot read {path}: {e.strerror}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ToolError(f"{path}: line {line} is not UTF-8 text (byte 0x{data[e.start]:02x}); "
+                        "save the CSV as UTF-8") from None
+
+
 def parse_csv(text: str, issuers: dict, name: str = "list CSV") -> list[Action]:
-    """Every action of the CSV; ToolError naming each bad line if any is malformed."""
+    """Every action of the CSV (read with the csv module: quoted fields work, and a
+    leading byte-order mark is dropped). If any line is malformed: one ToolError
+    line with how many are bad and what is wrong with the first."""
     actions = []
     errors = []
     seen_data = False
-    for no, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
+    reader = csv.reader(io.StringIO(text.lstrip("\ufeff"), newline=""), skipinitialspace=True)
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as e:
+            errors.append("line %d: %s" % (reader.line_num, e))
+            break
+        no = reader.line_num
+        cells = [c.strip() for c in row]
+        while cells and not cells[-1]:
+            cells.pop()
+        if not cells or cells[0].startswith("#"):
             continue
-        cells = [c.strip() for c in line.split(",")]
         if not seen_data and cells[0].lower() == "issuer":
             seen_data = True
             continue
@@ -123,10 +155,8 @@ def parse_csv(text: str, issuers: dict, name: str = "list CSV") -> list[Action]:
                 continue
         actions.append(Action(no, issuer, token, action == "add", expiry))
     if errors:
-        shown = errors[:50]
-        more = "\n  ... and %d more" % (len(errors) - 50) if len(errors) > 50 else ""
-        raise ToolError("%s: %d bad line(s):\n  %s%s"
-                        % (name, len(errors), "\n  ".join(shown), more))
+        more = "%d bad lines; the first, " % len(errors) if len(errors) > 1 else ""
+        raise ToolError("%s: %s%s" % (name, more, errors[0]))
     return actions
 
 
@@ -181,6 +211,14 @@ def within_quota(sections: dict, quotas: dict) -> tuple[dict, dict[int, int]]:
     return kept, withheld
 
 
+VERSION_MAX = 0xFFFFFFFF  # a list version is a u32
+
+
+def _check_version(version: int, what: str = "list version") -> None:
+    if not isinstance(version, int) or not 1 <= version <= VERSION_MAX:
+        raise ToolError(f"{what} {version} out of range: give 1..{VERSION_MAX}")
+
+
 def _withheld(withheld: dict | None) -> dict[int, int]:
     out = {}
     for issuer, n in (withheld or {}).items():
@@ -203,6 +241,7 @@ def encode_full(sections: dict, *, version: int, base_day: int, key_id: int,
     makes such an issuer online-only (a section is written for it even if it
     has no entries).
     """
+    _check_version(version)
     quotas = quotas or {}
     held = _withheld(withheld)
     sections = {**{i: [] for i in held}, **sections}
@@ -246,6 +285,8 @@ def encode_delta(sections: dict, *, version: int, base_version: int, base_day: i
     centre's, per issuer) travel in the section table like in a full list, and so
     do withheld counts: a delta's section sets its issuer's count (0 clears it),
     an issuer the delta leaves out keeps the installed one."""
+    _check_version(version)
+    _check_version(base_version, "base version")
     quotas = quotas or {}
     held = _withheld(withheld)
     sections = {**{i: [] for i in (withheld or {})}, **sections}
@@ -349,8 +390,7 @@ def build_full(text: str, *, version: int, issuers: dict, list_key: bytes, key_i
                name: str = "list CSV") -> Built:
     """A full list of every token whose last action is add."""
     _check_common(issuers, list_key, resolve)
-    if version < 1:
-        raise ToolError("list version must be 1 or more")
+    _check_version(version)
     latest, dups = _latest(parse_csv(text, issuers, name))
     hasher = TokenHasher(list_key)
     per: dict[int, list[Action]] = {}
@@ -401,6 +441,7 @@ def build_delta(text: str, *, base: bytes, issuers: dict, list_key: bytes, capac
         raise ToolError("the base of a delta must be a full list")
     if version is None:
         version = old.version + 1
+    _check_version(version)
     if version != old.version + 1:
         raise ToolError("a delta goes from version %d to %d, not %d"
                         % (old.version, old.version + 1, version))

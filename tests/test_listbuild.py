@@ -41,26 +41,26 @@ def listed(t, issuer, token, day=DAY):
 
 
 def test_malformed_lines_reported_with_numbers():
-    text = "\n".join([
-        "issuer,token,action,expiry",
-        "257,4980000000000001,add",
-        "257,4980000000000002",  # 3: too few fields
-        "x57,4980000000000003,add",  # 4: issuer not a number
-        "257,49800000000000041234,add",  # 5: token too long
-        "",
-        "# a comment",
-        "257,4980000000000005,block",  # 8: bad action
-        "257,4980000000000006,add,2026-13-01",  # 9: bad date
-        "999,4980000000000007,add",  # 10: unknown issuer
-        "257,4980-0000,add",  # 11: token not alphanumeric
-    ])
+    bad = [
+        ("257,4980000000000002", "expected issuer,token,action[,expiry], got 2 fields"),
+        ("x57,4980000000000003,add", "issuer 'x57' is not a number"),
+        ("257,49800000000000041234,add", "must be 1-16 letters or digits"),
+        ("257,4980000000000005,block", "action 'block' must be add or remove"),
+        ("257,4980000000000006,add,2026-13-01", "expiry '2026-13-01' is not a YYYY-MM-DD"),
+        ("999,4980000000000007,add", "unknown issuer 999"),
+        ("257,4980-0000,add", "token '4980-0000' must be 1-16 letters or digits"),
+    ]
+    lines = ["issuer,token,action,expiry", "257,4980000000000001,add", bad[0][0],
+             bad[1][0], bad[2][0], "", "# a comment"] + [b for b, _ in bad[3:]]
     with pytest.raises(ToolError) as e:
-        build(text)
-    msg = str(e.value)
-    assert "7 bad line(s)" in msg
-    for n in (3, 4, 5, 8, 9, 10, 11):
-        assert "line %d:" % n in msg
-    assert "unknown issuer 999" in msg and "line 2:" not in msg
+        build("\n".join(lines))
+    # one line: how many, and the first (README: a CSV error is one line)
+    assert str(e.value) == ("list CSV: 7 bad lines; the first, line 3: expected "
+                            "issuer,token,action[,expiry], got 2 fields")
+    for line, why in bad:
+        with pytest.raises(ToolError) as e:
+            build("257,4980000000000001,add\n" + line)
+        assert str(e.value).startswith("list CSV: line 2: ") and why in str(e.value)
 
 
 def test_full_list_from_csv_on_the_terminal(tmp_path):
@@ -194,8 +194,75 @@ def test_bad_arguments():
     with pytest.raises(ToolError, match="16 bytes"):
         lb.build_full("", version=1, issuers=ISSUERS, list_key=b"short", key_id=1,
                       capacity=10, today=DAY)
-    with pytest.raises(ToolError, match="version must be 1 or more"):
+    with pytest.raises(ToolError, match="list version 0 out of range"):
         build("257,1,add\n", version=0)
+    with pytest.raises(ToolError, match="list version 4294967296 out of range"):
+        build("257,1,add\n", version=2**32)
     with pytest.raises(ToolError, match="not a usable negative list"):
         delta("257,1,add\n", b"garbage" * 10)
     assert issubclass(ToolError, Exception)
+
+
+# -- termctl list build: bad input is one line and writes nothing ------------------------
+
+
+def _termctl_build(tmp_path, capsys, csv_bytes, *extra):
+    from host_tools import cli
+
+    src = tmp_path / "list.csv"
+    src.write_bytes(csv_bytes)
+    out = tmp_path / "v.bin"
+    code = cli.main(["list", "build", str(src), "--out", str(out), *extra])
+    got = capsys.readouterr()
+    assert "Traceback" not in got.err
+    return code, got.out, got.err.splitlines(), out
+
+
+@pytest.mark.parametrize("csv_bytes,extra,message", [
+    (bytes(range(256)), (), "line 2 is not UTF-8 text (byte 0x80); save the CSV as UTF-8"),
+    ("1,4980000000000001,add # café\n".encode("latin-1"), (),
+     "line 1 is not UTF-8 text (byte 0xe9)"),
+    (b"1,4980000000000001,add\n", ("--version", "0"),
+     "list version 0 out of range: give 1..4294967295"),
+    (b"1,4980000000000001,add\n", ("--version", "4294967296"),
+     "list version 4294967296 out of range"),
+    (b"1,4980000000000001,add\n", ("--base", "missing.bin"),
+     "cannot read --base missing.bin: No such file or directory"),
+    (b"issuer,token,action\nx,1,add\n1,2,add\n1,3,drop\n9,4,add\n", (),
+     "4 bad lines; the first, line 2: issuer 'x' is not a number"),
+], ids=["binary", "latin-1", "version-0", "version-2^32", "base-missing", "bad-lines"])
+def test_cli_list_build_bad_input(keyring_path, tmp_path, capsys, monkeypatch, csv_bytes,
+                                  extra, message):
+    monkeypatch.chdir(tmp_path)
+    if message.startswith("4 bad lines"):  # one good line among them: still refused
+        csv_bytes = csv_bytes.replace(b"1,2,add", b"1,2,add,2026-13-01")
+    code, _, err, out = _termctl_build(tmp_path, capsys, csv_bytes, *extra)
+    assert code == 1 and len(err) == 1 and err[0].startswith("termctl: ")
+    assert message in err[0]
+    assert not out.exists()
+
+
+def test_cli_list_build_out_into_a_missing_directory(keyring_path, tmp_path, capsys):
+    from host_tools import cli
+
+    (tmp_path / "list.csv").write_text("1,4980000000000001,add\n")
+    code = cli.main(["list", "build", str(tmp_path / "list.csv"), "--out",
+                     str(tmp_path / "no" / "such" / "v1.bin")])
+    err = capsys.readouterr().err.splitlines()
+    assert code == 1 and len(err) == 1
+    assert "cannot write" in err[0] and "No such file or directory" in err[0]
+
+
+def test_cli_list_build_reads_a_spreadsheet_csv(keyring_path, tmp_path, capsys):
+    # UTF-8 with a byte-order mark, quoted fields, CRLF, trailing empty columns
+    sheet = ('\ufeff"issuer","token","action","expiry",""\r\n'
+             '"1","4980000000000001","add","",""\r\n'
+             '1, "4980000000000002" ,add,2027-12-31,\r\n'
+             '"2","4980000000000003","add"\r\n')
+    code, out, err, path = _termctl_build(tmp_path, capsys, sheet.encode("utf-8"))
+    assert code == 0 and err == []
+    assert "3 entries on the terminal" in out
+    f = lb.decode(path.read_bytes())
+    assert {i: len(r) for i, r in f.sections.items()} == {1: 2, 2: 1}
+    assert sorted(e for e in f.sections[1].values()) == [
+        0, lb.day_number(datetime.date(2027, 12, 31))]

@@ -70,20 +70,24 @@ def _build(state, args):
     unknown = set(quotas) - set(issuers)
     if unknown:
         raise ToolError(f"--quota for unknown issuer(s) {sorted(unknown)}")
-    try:
-        text = Path(args.csv).read_text()
-    except OSError as e:
-        raise ToolError(f"cannot read {args.csv}: {e.strerror}") from None
+    text = listbuild.read_csv(args.csv)
     common = dict(issuers=issuers, list_key=list_key,
                   capacity=board_value(args.board, "LIST_CAPACITY"),
                   today=listbuild.day_number(dt.date.today()), resolve=args.resolve,
                   name=args.csv)
     if args.base:
-        built = listbuild.build_delta(text, base=Path(args.base).read_bytes(),
-                                      version=args.version, **common)
+        try:
+            base = Path(args.base).read_bytes()
+        except OSError as e:
+            raise ToolError(f"cannot read --base {args.base}: {e.strerror}") from None
+        built = listbuild.build_delta(text, base=base, version=args.version, **common)
     else:
-        built = listbuild.build_full(text, version=args.version or 1, key_id=key_id, **common)
-    Path(args.out).write_bytes(built.data)
+        built = listbuild.build_full(text, version=1 if args.version is None else args.version,
+                                     key_id=key_id, **common)
+    try:
+        Path(args.out).write_bytes(built.data)
+    except OSError as e:
+        raise ToolError(f"cannot write {args.out}: {e.strerror}") from None
     kind = "full" if built.kind == 1 else f"delta on v{built.base_version}"
     print(f"list v{built.version} ({kind}): {built.entries} entries on the terminal, "
           f"{built.adds} adds, {built.removes} removes, {built.duplicates} duplicates merged, "
