@@ -22,6 +22,9 @@ from host_tools.keyring import Keyring
 from terminal import frame, protocol
 
 MAX_FRAME = 1024  # the largest MAX_FRAME of any board file
+# A partial frame that gets no byte for this long is a length lie or a cut
+# transfer (the terminal's link.py waits the same 250 ms).
+IDLE_S = 0.25
 
 ERROR_NAMES = {
     protocol.ERR_CHECKSUM: "bad checksum",
@@ -64,6 +67,7 @@ class TerminalLink:
         self.timeout = timeout
         self._keyring = keyring
         self.rx = frame.FrameReader(MAX_FRAME)
+        self._rest = b""  # bytes read but not yet taken by rx (its buffer was full)
         self._req = int(time.monotonic() * 1000) & 0xFFFF
         self._status: dict[str, str] | None = None
         self.events: list[tuple[int, int, bytes]] = []  # (evt, seq, body) seen while waiting
@@ -122,25 +126,36 @@ class TerminalLink:
         return self._req
 
     def read_frame(self, deadline: float) -> bytes | None:
-        """The next good frame's payload, or None at the deadline."""
+        """The next good frame's payload, or None at the deadline. A header that lies
+        about its length stalls the reader until the line is quiet for IDLE_S; then
+        every stalled header goes at once (FrameReader.expire), as on the terminal."""
+        quiet = time.monotonic()
         while True:
             kind, payload = self.rx.pop()
             if kind == frame.FRAME:
                 return bytes(payload)
             if kind == frame.CORRUPT:
                 continue
-            left = deadline - time.monotonic()
-            if left <= 0:
+            if self._rest:  # bytes that did not fit the reader's buffer last time
+                self._rest = self._rest[self.rx.feed(self._rest):]
+                continue
+            now = time.monotonic()
+            if now >= deadline:
                 return None
+            if self.rx.pending() and now - quiet > IDLE_S:
+                self.rx.expire()
+                quiet = now
+                continue
             try:
                 data = self.ser.read(max(1, min(self.ser.in_waiting, 4096)))
             except (serial.SerialException, OSError) as e:
                 raise ToolError(f"{self.name}: read failed: {e}") from None
             if data:
+                quiet = time.monotonic()
                 self.bytes_received += len(data)
                 if len(self._seen) < 256:
                     self._seen += data[:256]
-                self.rx.feed(data)
+                self._rest = data
 
     def exchange(self, cmd: int, req: int, payload: bytes,
                  timeout: float | None = None) -> tuple[int, bytes]:
@@ -230,6 +245,7 @@ class TerminalLink:
         except (serial.SerialException, OSError) as e:
             raise ToolError(f"{self.name}: read failed: {e}") from None
         self.bytes_received += len(data)
+        data, self._rest = self._rest + data, b""
         while True:
             data = data[self.rx.feed(data):]
             kind, payload = self.rx.pop()

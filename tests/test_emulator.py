@@ -114,6 +114,22 @@ def test_link_resyncs_after_junk_and_a_length_lie(emulated_board):
         assert t.status()["link_corrupt_frames"] == "1"
 
 
+def test_a_burst_of_length_lies_does_not_outlast_the_host_timeout(emulated_board):
+    # 100 headers that lie about their length (500 bytes), then a request: the firmware
+    # drops them all after one idle timeout (it used to wait one 50 ms poll per lie:
+    # 55 of them outlasted the host's 3 s timeout).
+    emu = emulated_board()
+    lies = b"".join(bytes((0xA5, 0x5A, n & 255, n >> 8, frame.header_check(n)))
+                    for n in range(900, 1000))
+    with TerminalLink.open(emu.port, timeout=3.0) as t:
+        t.status()
+        t0 = time.monotonic()
+        t.ser.write(lies)
+        st = t.status()
+        assert time.monotonic() - t0 < 3.0
+        assert int(st["link_dropped_bytes"]) == len(lies)
+
+
 def test_pico_board_reboots_onto_its_counter_snapshot_under_its_heap_cap(emulated_board):
     """After a clean stop the Pico's board file boots again under its HEAP_SIZE with
     the counter snapshot (18 KB at 512 cards) read back, and sells: the snapshot is

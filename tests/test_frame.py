@@ -99,6 +99,50 @@ def test_length_lie_stalls_until_expire_then_resyncs():
     assert drain(r) == [b"good"]
 
 
+def test_a_burst_of_length_lies_costs_one_expiry():
+    # 55 headers that lie about their length (valid header check), then a good frame:
+    # when the link goes quiet, one expire() drops them all (issue 12: one idle
+    # timeout each, 55 of them, outlasted the host's 3 s).
+    lies = b"".join(bytes((0xA5, 0x5A, n & 255, n >> 8, frame.header_check(n)))
+                    for n in range(900, 955))
+    r = frame.FrameReader(1024)
+    r.feed(lies + frame.encode(b"good") + frame.encode(b"next"))
+    assert drain(r) == []
+    r.expire()
+    assert drain(r) == [b"good", b"next"] and r.dropped == len(lies)
+    # a stall that ends the buffer, and a lone trailing A5, go too
+    r.feed(lies[:15] + b"\xa5")
+    assert drain(r) == [] and r.pending() == 16
+    r.expire()
+    assert r.pending() == 0 and drain(r) == []
+    # expire() stops at a complete frame with a bad CRC: pop() reports it
+    bad = bytearray(frame.encode(b"bad"))
+    bad[-1] ^= 1
+    r.feed(lies[:10] + bytes(bad) + frame.encode(b"after"))
+    r.expire()
+    assert r.pop()[0] == frame.CORRUPT and drain(r) == [b"after"]
+
+
+def test_host_reader_drops_a_burst_of_lies_once_the_line_is_quiet():
+    # host_tools.link reads the terminal's replies the same way: a burst of lies
+    # ahead of a reply costs one idle wait (0.25 s), not the exchange.
+    import time
+
+    import serial
+
+    from host_tools.link import TerminalLink
+
+    lies = b"".join(bytes((0xA5, 0x5A, n & 255, n >> 8, frame.header_check(n)))
+                    for n in range(900, 955))
+    ser = serial.serial_for_url("loop://", timeout=0.02)
+    link = TerminalLink(ser, "loop://")
+    ser.write(lies + frame.encode(b"reply"))
+    t0 = time.monotonic()
+    assert link.read_frame(t0 + 3) == b"reply"
+    assert time.monotonic() - t0 < 2  # the old reader waited out the whole 3 s
+    assert link.rx.dropped == len(lies)
+
+
 frames = st.lists(st.binary(max_size=64), min_size=1, max_size=4)
 
 

@@ -7,7 +7,9 @@ A frame on the wire:
 `hchk = len_lo ^ len_hi ^ 0x5A` catches a corrupted length before the reader
 waits for bytes that will never come; the CRC32 covers len, hchk and payload.
 A reader that meets junk, a bad header or a bad CRC drops one byte and looks
-for the next magic, so the link resynchronises on the next good frame. All the
+for the next magic, so the link resynchronises on the next good frame; a
+header that lies about its length stalls it until the link is idle, and then
+expire() drops every stalled header at once. All the
 per-byte work (search, CRC) runs in C (`bytearray.find`, `binascii.crc32`).
 
     rx = FrameReader(1024)
@@ -114,14 +116,30 @@ class FrameReader:
         return n
 
     def expire(self):
-        """The link went quiet with a partial frame buffered: skip its first byte.
+        """The link went quiet with a partial frame buffered: nothing will complete it.
 
-        Only a frame whose header lies about its length stalls the reader; the
-        caller calls this after an idle timeout so the next good frame gets through.
+        Only a header that lies about its length stalls the reader; the caller
+        calls this after an idle timeout. Every stalled header goes at once, the
+        first and any later one the buffer holds, up to the next frame that is
+        complete (pop() then returns it, or reports it corrupt) or to the end: a
+        burst of lies costs one idle timeout, not one each.
         """
-        if self.end > self.start:
+        b = self.buf
+        while self.end > self.start:
             self.start += 1
             self.dropped += 1
+            pos = b.find(_MAGIC, self.start, self.end)
+            if pos < 0:  # the link is quiet: a trailing A5 is dead too
+                self.dropped += self.end - self.start
+                self.start = self.end
+                return
+            self.dropped += pos - self.start
+            self.start = pos
+            if self.end - pos >= HEADER_LEN:
+                n = b[pos + 2] | (b[pos + 3] << 8)
+                if (n > self.max_payload or b[pos + 4] != header_check(n)
+                        or self.end - pos >= HEADER_LEN + n + TRAILER_LEN):
+                    return  # not a stall: pop() skips a bad header or checks the frame
 
     def pop(self):
         """(FRAME, payload) | (CORRUPT, None) | (NONE, None)."""
