@@ -74,6 +74,11 @@ def flash(plan: Plan, port: str, ring, keep_key: bool = False) -> int | None:
             key_file.write_bytes(tid.to_bytes(4, "little") + key)
             key_file.chmod(0o600)
             cmd += ["fs", "cp", str(key_file), ":terminal.key", "+"]
+            # a new key restarts the request counter (the way out when it reaches
+            # protocol.COUNTER_END); the old key's requests no longer verify anyway
+            ctr_file = Path(tmp) / "auth.ctr"
+            ctr_file.write_bytes(bytes(8))
+            cmd += ["fs", "cp", str(ctr_file), ":auth.ctr", "+"]
         cmd += ["reset"]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)

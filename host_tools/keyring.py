@@ -80,6 +80,8 @@ class Keyring:
         return int(entry["version"]), bytes.fromhex(entry["key"])
 
     def set_counter(self, terminal_id: int, counter: int) -> None:
+        if not 0 <= counter < 1 << 64:  # a u64 on the wire; never store what cannot be sent
+            raise ToolError(f"terminal {terminal_id:08x}: counter {counter} is not a u64")
         self.data["terminals"]["%08x" % terminal_id]["counter"] = counter
         self._save()
 

@@ -213,15 +213,24 @@ class TerminalLink:
         tid = int(st["terminal_id"], 16)
         return protocol.Authenticator(self.keyring.get(tid)[0], tid)
 
-    def _signed_payload(self, cmd: int, args: bytes) -> tuple[int, bytes]:
-        auth = self.authenticator()
+    def next_counter(self) -> int:
+        """The counter the next signed request uses: max(keyring, terminal) + 1. The
+        terminal's counter is public; taking the max keeps two hosts (or a lost
+        keyring) from being refused as replays. ToolError, saying how to re-key,
+        once it reaches protocol.COUNTER_END."""
         st = self.status(cached=True)
         tid = int(st["terminal_id"], 16)
-        counter = self.keyring.get(tid)[1]
-        # The terminal's counter is public; taking the max keeps two hosts (or a
-        # lost keyring) from being refused as replays.
-        counter = max(counter, int(st.get("auth_counter", "0"))) + 1
-        self.keyring.set_counter(tid, counter)
+        counter = max(self.keyring.get(tid)[1], int(st.get("auth_counter", "0"))) + 1
+        if counter >= protocol.COUNTER_END:
+            raise ToolError(f"{self.name}: terminal {tid:08x}'s request counter is at the end "
+                            f"of its range ({counter - 1}): {protocol.REKEY_HINT}")
+        return counter
+
+    def _signed_payload(self, cmd: int, args: bytes) -> tuple[int, bytes]:
+        auth = self.authenticator()
+        counter = self.next_counter()
+        st = self.status(cached=True)
+        self.keyring.set_counter(int(st["terminal_id"], 16), counter)
         st["auth_counter"] = str(counter)
         req = self._next_req()
         return req, signed_request(auth, cmd, req, counter, args)

@@ -20,11 +20,8 @@ def push_keys(link, ring) -> str:
     issuers = sorted((int(i), int(e["version"]), bytes.fromhex(e["key"]))
                      for i, e in ring.deployment()["issuers"].items())
     auth = link.authenticator()
-    st = link.status(cached=True)
-    tid = int(st["terminal_id"], 16)
-    # call_signed uses max(keyring counter, terminal counter) + 1: the pads must
-    # be made for that same counter
-    counter = max(link.keyring.get(tid)[1], int(st.get("auth_counter", "0"))) + 1
+    # call_signed uses link.next_counter(): the pads must be made for that same counter
+    counter = link.next_counter()
     args = struct.pack("<H", key_id) + keystore.wrap(auth, counter, 0, list_key)
     args += bytes([len(issuers)])
     for i, (issuer, version, key) in enumerate(issuers):

@@ -95,6 +95,33 @@ def test_replayed_frame_is_refused(emulated_board):
         assert t.params()["floor_limit"] == 9000
 
 
+def test_a_counter_at_its_end_is_refused_and_the_host_says_how_to_re_key(emulated_board):
+    # A request signed with 2**64 - 1 used to be accepted; every signed command after
+    # it crashed the host with OverflowError and the keyring held 2**64.
+    from host_tools.link import signed_request
+
+    emu = emulated_board()
+    ring = Keyring.open()
+    with TerminalLink.open(emu.port, keyring=ring) as t:
+        key, _ = ring.get(emu.terminal_id)
+        auth = protocol.Authenticator(key, emu.terminal_id)
+        last = signed_request(auth, protocol.CMD_PARAMS_SET, 9, (1 << 64) - 1,
+                              b"floor_limit=6000")
+        status, body = t.exchange(protocol.CMD_PARAMS_SET, 9, last)
+        assert status == protocol.ERR_INVALID and b"re-key the terminal" in body
+        assert t.status()["auth_counter"] == "0" and t.params()["floor_limit"] != 6000
+        # the host refuses to sign past the end, says how to re-key, stores nothing
+        ring.set_counter(emu.terminal_id, protocol.COUNTER_END - 1)
+        with pytest.raises(ToolError, match="counter is at the end of its range.*re-key"):
+            t.set_params({"floor_limit": 7000})
+        assert ring.get(emu.terminal_id)[1] == protocol.COUNTER_END - 1
+        with pytest.raises(ToolError, match="is not a u64"):
+            ring.set_counter(emu.terminal_id, 1 << 64)
+        ring.set_counter(emu.terminal_id, 41)  # back in range: signing works again
+        assert t.set_params({"floor_limit": 7000})
+        assert t.status()["auth_counter"] == "42"
+
+
 def test_link_resyncs_after_junk_and_a_length_lie(emulated_board):
     emu = emulated_board()
     with TerminalLink.open(emu.port) as t:

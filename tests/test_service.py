@@ -68,6 +68,22 @@ def test_status_reports_identity_and_versions(tmp_path):
     assert kv["params_version"] == "0"
 
 
+def test_a_counter_at_the_end_of_its_range_is_refused_saying_how_to_re_key(tmp_path):
+    # A request signed with 2**64 - 1 was accepted; then no counter was left for the
+    # next one (issue 12, item 5). The last 2**32 are refused, with the way out.
+    svc, port = make_service(tmp_path)
+    when = (1_795_000_000).to_bytes(8, "little")
+    for counter in ((1 << 64) - 1, protocol.COUNTER_END):
+        status, body = roundtrip(svc, port, signed(protocol.CMD_TIME_SET, counter, when))
+        assert status == protocol.ERR_INVALID and "at the end of its range" in body
+        assert "re-key the terminal" in body and svc.counter == 0
+    end = protocol.COUNTER_END - 1
+    assert roundtrip(svc, port, signed(protocol.CMD_TIME_SET, end, when))[0] == protocol.OK
+    assert svc.counter == end
+    status, body = roundtrip(svc, port, signed(protocol.CMD_TIME_SET, end + 1, when))
+    assert status == protocol.ERR_INVALID and svc.counter == end
+
+
 def test_params_set_applies_and_persists(tmp_path):
     svc, port = make_service(tmp_path)
     status, body = roundtrip(svc, port, signed(protocol.CMD_PARAMS_SET, 1, b"floor_limit=9000"))

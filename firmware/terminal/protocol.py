@@ -54,6 +54,12 @@ CMD_FRAME_ERROR = const(0x7F)  # reply to a frame that failed its checksum (req 
 
 MAC_LEN = const(32)
 COUNTER_LEN = const(8)
+# The counter is a u64 that only goes up. A request signed at or above this is
+# refused: accepting 2**64 - 1 left no counter for the next request (and the host
+# stored 2**64). The last 2**32 are kept back; a new terminal key restarts at 1.
+COUNTER_END = (1 << 64) - (1 << 32)
+REKEY_HINT = ("re-key the terminal: a new key restarts the counter (`termctl flash` "
+              "without --keep-key on a board, a new --flash image for an emulated one)")
 
 OK = const(0)
 ERR_CHECKSUM = const(1)

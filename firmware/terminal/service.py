@@ -231,6 +231,9 @@ class TerminalService:
         if not self.auth.verify(payload[:cut], payload[cut:]):
             return protocol.ERR_BAD_MAC, "MAC does not verify under this terminal's key"
         counter = protocol.u64(payload, 3)
+        if counter >= protocol.COUNTER_END:
+            return protocol.ERR_INVALID, "counter %d is at the end of its range: %s" % (
+                counter, protocol.REKEY_HINT)
         if counter <= self.counter:
             return protocol.ERR_REPLAY, "counter %d not above last accepted %d" % (
                 counter, self.counter)
