@@ -214,3 +214,36 @@ def test_a_list_keyed_under_another_key_is_refused_after_keys_push(terminal):
     with pytest.raises(ToolError, match="key"):
         push_list(link, built.data, built.kind, built.version, built.base_version)
 
+
+
+DRAWS = r"""
+import random
+from terminal import sale
+
+
+class Service:
+    handlers = {}
+
+
+s = sale.Sales(Service(), None)
+seen = []
+for _ in range(2):
+    random.seed(7)  # whoever knows (or reconstructs) the PRNG's state...
+    seen.append([s.rand99() for _ in range(20)])
+draws = [s.rand99() for _ in range(3000)]
+print(seen[0] != seen[1], min(draws), max(draws), len(set(draws)))
+"""
+
+
+def test_the_random_selection_draw_comes_from_the_boards_random_source(mpy):
+    # R was random.randint: reseeding the PRNG repeated the draws, so whoever learns
+    # its state predicts which sales go online (issue 12, item 7). Now os.urandom:
+    # the same under the unix port (the board's code) and CPython.
+    import contextlib
+    import io
+
+    assert mpy(DRAWS, heap="256k", compiled=True).split() == ["True", "1", "99", "99"]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(DRAWS, {})
+    assert out.getvalue().split() == ["True", "1", "99", "99"]

@@ -21,6 +21,7 @@ online). The transaction is in the journal before the reply leaves.
         offline today u32, offline since online u32, offline count u16
 """
 
+import os
 import struct
 
 from terminal import decision, frame, protocol
@@ -37,18 +38,23 @@ _REQ_FMT = "<B16sHBIIHHIIH"
 _RES_FMT = "<BI6sIH"
 
 
+def draw99():
+    """R for EMV random selection: uniform on 1..99 from the board's random source
+    (os.urandom: the ROSC on the Pico, the hardware RNG on the ESP32, the OS on the
+    emulator). A PRNG seeded at boot (random.randint) can be predicted by whoever
+    sees a few draws, and with it which sales go online."""
+    while True:
+        b = os.urandom(1)[0]
+        if b < 198:  # 2 * 99: the rest would favour small values
+            return b % 99 + 1
+
+
 class Sales:
     def __init__(self, service, tap, card_source=None, rand99=None):
         self.svc = service
         self.tap = tap
         self.card_source = card_source  # .read(raw, wait_ms) -> bool, .write(raw) -> bool
-        if rand99 is None:
-            import random
-
-            def rand99():
-                return random.randint(1, 99)
-
-        self.rand99 = rand99
+        self.rand99 = rand99 or draw99
         self._event = 0  # seq of the online request we wait for, 0 = none
         self._answer = None
         self.sales = 0
