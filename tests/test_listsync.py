@@ -52,3 +52,28 @@ def test_withheld_over_quota_makes_the_issuer_online_only(emulated_board, tmp_pa
     journal = {r["seq"]: r for r in batch.records}
     assert journal[1]["reasons"] & decision.R_ISSUER_ONLINE_ONLY
     assert not journal[3]["reasons"] & decision.R_ISSUER_ONLINE_ONLY
+
+
+def test_status_heap_figures_stay_within_the_heap_after_a_large_push(emulated_board):
+    # heap_peak was micropython.mem_peak(): bytes allocated and never freed by hand,
+    # which the collector's frees never lower (61,700,795 after a 1M-entry push on a
+    # 256 KB heap). No status figure about the heap may exceed the heap itself.
+    import random
+
+    from host_tools import listbuild
+    from host_tools.transfer import push_list
+
+    emu = emulated_board()
+    rnd = random.Random(12)
+    with TerminalLink.open(emu.port, timeout=30) as link:
+        push_keys(link, link.keyring)
+        key_id = link.keyring.list_key()[0]
+        data = listbuild.encode_full({1: [(rnd.randbytes(8), 0) for _ in range(50_000)]},
+                                     version=1, base_day=20_400, key_id=key_id)
+        push_list(link, data, 1, 1, 0)
+        st = link.status()
+    assert st["list_entries"] == "50000"
+    heap = {k: int(v) for k, v in st.items() if k.startswith("heap_")}
+    assert set(heap) >= {"heap_used", "heap_free"}
+    assert all(0 <= v <= emu.heap for v in heap.values()), heap
+    assert heap["heap_used"] + heap["heap_free"] <= emu.heap

@@ -17,7 +17,7 @@ import gc
 
 from terminal import protocol, store
 from terminal.clock import EPOCH_OFFSET, iso
-from terminal.compat import mem_alloc, mem_free, mem_peak
+from terminal.compat import mem_alloc, mem_free
 from terminal.service import FIRMWARE_VERSION, ISSUERS_FILE, PARAMS_FILE
 
 
@@ -54,7 +54,6 @@ def status_fields(svc):
         ("max_frame", svc.board.MAX_FRAME),
         ("heap_used", mem_alloc()),
         ("heap_free", mem_free()),
-        ("heap_peak", mem_peak()),
         ("flash_free", free),
         ("flash_total", total),
         ("clock", iso(now)),

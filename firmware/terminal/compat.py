@@ -74,10 +74,3 @@ except ImportError:  # CPython has no fixed heap: report -1 ("not measured")
     def collect():  # type: ignore[no-redef,misc]
         pass  # nothing waits for the memory: the cyclic collector runs on its own schedule
 
-
-try:
-    from micropython import mem_peak  # type: ignore[import-not-found,attr-defined]
-except ImportError:  # CPython, or a port built without it: "not measured"
-
-    def mem_peak():  # type: ignore[no-redef,misc]
-        return -1
