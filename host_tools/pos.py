@@ -73,7 +73,7 @@ def run_sale(link, amount: int, card_image: bytes | None, centre=None, wait_ms: 
     if not 0 < amount < 2**30:
         raise ToolError(f"amount {amount} out of range 1..{2**30 - 1}")
     asked = []
-    tid = int(link.status(cached=True)["terminal_id"], 16)
+    tid = int(link.identity()["terminal_id"], 16)
 
     def on_event(evt: int, seq: int, body: bytes) -> None:
         if evt != protocol.EVT_ONLINE_REQUEST or centre is None:

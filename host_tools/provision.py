@@ -27,6 +27,6 @@ def push_keys(link, ring) -> str:
     for i, (issuer, version, key) in enumerate(issuers):
         args += struct.pack("<HB", issuer, version) + keystore.wrap(auth, counter, i + 1, key)
     reply = link.call_signed(protocol.CMD_KEYS_SET, args).decode()
-    if int(link.status(cached=True)["auth_counter"]) != counter:
+    if int(link.identity()["auth_counter"]) != counter:
         raise ToolError("internal: key pads made for the wrong counter")
     return reply

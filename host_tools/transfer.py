@@ -44,7 +44,7 @@ class PushSummary:
 
 
 def _chunk_size(link) -> int:
-    max_frame = int(link.status(cached=True).get("max_frame", "256"))
+    max_frame = int(link.identity().get("max_frame", "256"))
     return max_frame - 3 - 4  # cmd + req, then the offset
 
 
@@ -99,10 +99,11 @@ def push_list_file(link, path) -> PushSummary:
         raise ToolError(f"{path} is not a list file (bad header)")
     kind, version, base, _day, _key_id = head
     entries = decode_list(data).entries()
-    capacity = int(list_status(link)["list_capacity"])
-    if kind == nl.KIND_FULL and entries > capacity:
-        raise ToolError(f"{path}: {entries} entries, the terminal holds {capacity}: "
-                        "not sent")
+    if kind == nl.KIND_FULL:  # a delta's size is checked by the merge
+        capacity = int(list_status(link)["list_capacity"])
+        if entries > capacity:
+            raise ToolError(f"{path}: {entries} entries, the terminal holds {capacity}: "
+                            "not sent")
     return push_list(link, data, kind, version, base)
 
 
@@ -132,7 +133,7 @@ def pull_batch(link, label: str = "batch pull") -> Batch:
     if len(reply) != 12 + protocol.MAC_LEN:
         raise ToolError(f"{link.name}: batch close reply has {len(reply)} bytes")
     batch_id, first, count = struct.unpack_from("<III", reply, 0)
-    tid = int(link.status(cached=True)["terminal_id"], 16)
+    tid = int(link.identity()["terminal_id"], 16)
     raw = bytearray()
     seq = first
     with Progress(label, count, "records") as bar:

@@ -68,6 +68,21 @@ def test_status_reports_identity_and_versions(tmp_path):
     assert kv["params_version"] == "0"
 
 
+def test_ident_gives_what_a_signed_request_needs_in_15_bytes(tmp_path):
+    import struct
+
+    svc, port = make_service(tmp_path)
+    status, body = roundtrip(svc, port, signed(protocol.CMD_TIME_SET, 5,
+                                               (1_795_000_000).to_bytes(8, "little")))
+    assert status == protocol.OK
+    port.inbox += frame.encode(request(protocol.CMD_IDENT, 2))
+    for _ in range(4):
+        svc.step(0)
+    (reply,) = port.replies()
+    assert reply[3] == protocol.OK and len(reply) == 4 + 15
+    assert struct.unpack("<IBHQ", reply[4:]) == (TID, 1, Board.MAX_FRAME, 5)
+
+
 def test_a_counter_at_the_end_of_its_range_is_refused_saying_how_to_re_key(tmp_path):
     # A request signed with 2**64 - 1 was accepted; then no counter was left for the
     # next one (issue 12, item 5). The last 2**32 are refused, with the way out.

@@ -4,6 +4,7 @@
                               keys, list, journal, sales and counters
     PARAMS_GET             -> KEY=VALUE lines: version, every parameter, issuer overrides
     LIST_STATUS            -> the negative list's lines of STATUS
+    IDENT                  -> terminal id u32, provisioned u8, max frame u16, counter u64
     TIME_SET   (signed)    Unix seconds u64 -> the time set, ISO 8601
     PARAMS_SET (signed)    UTF-8 "name=value ..." (global) or "issuer.ID.name=value ..."
                            (one issuer's overrides; value -1 = inherit again) -> summary
@@ -14,6 +15,7 @@ it is the service's.
 """
 
 import gc
+import struct
 
 from terminal import protocol, store
 from terminal.clock import EPOCH_OFFSET, iso
@@ -26,6 +28,9 @@ def handle(svc, cmd, args):
         return protocol.OK, _lines(status_fields(svc))
     if cmd == protocol.CMD_LIST_STATUS:
         return protocol.OK, _lines(list_fields(svc))
+    if cmd == protocol.CMD_IDENT:
+        return protocol.OK, struct.pack("<IBHQ", svc.terminal_id, 1 if svc.auth else 0,
+                                        svc.board.MAX_FRAME, svc.counter)
     if cmd == protocol.CMD_PARAMS_GET:
         return _params_get(svc)
     if cmd == protocol.CMD_TIME_SET:

@@ -33,6 +33,9 @@ CMD_LIST_STATUS = const(0x03)
 # the whole list before anything is installed.
 CMD_LIST_CHUNK = const(0x04)
 CMD_BATCH_READ = const(0x05)
+# What a host needs before a signed request, in 15 bytes: terminal id u32,
+# provisioned u8, max frame u16, last accepted counter u64 (STATUS is ~800 bytes).
+CMD_IDENT = const(0x06)
 # State-changing: counter + MAC.
 AUTH_MIN = const(0x10)
 CMD_TIME_SET = const(0x10)

@@ -82,6 +82,7 @@ class TerminalService:
         self.handlers = {}  # resident: cmd -> handler(args), the tap's (terminal.sale)
         self.on_demand = {  # cmd -> the ON_DEMAND module that serves it
             protocol.CMD_STATUS: "admin",
+            protocol.CMD_IDENT: "admin",
             protocol.CMD_PARAMS_GET: "admin",
             protocol.CMD_TIME_SET: "admin",
             protocol.CMD_PARAMS_SET: "admin",
