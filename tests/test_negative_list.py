@@ -1018,7 +1018,8 @@ bd = fresh(%(img)r)
 mp = mount(bd)
 t = nl.NegativeList(mp, CAP, bdev=bd)
 print(push_file(t, F.KIND_FULL, 1, 0, %(lst)r), t.status()["direct_reads"], t.direct_error)
-print("placed", t.placed)
+from terminal import nl_dir
+print("placed", nl_dir.placed)
 print("present", sum(1 for k in keys(%(p)r) if t.lookup(k, 257, 20400)), nkeys(%(p)r))
 for path in (%(r)r, %(c)r):
     reads = bd.reads

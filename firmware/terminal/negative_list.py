@@ -126,10 +126,9 @@ class NegativeList:
     (rows in use), `file` (nl.bin, open), `rbuf` (the bucket buffer, also a read
     buffer for a commit); the transfer's `stage` (nl_format's G_ layout),
     `staged` and `staged_reader` (nl.stg open for appending and for reading
-    back); for nl.dir `bdev`, `block_size`, `pd_per` (entries per block),
-    `pd_blocks` (its blocks), `buckets`, `max_buckets`, and `list_size`,
-    `version`, `list_crc` and `list_tcrc`, which name the installed nl.bin
-    exactly (nl.dir is bound to them), `direct` (lookups read nl.dir).
+    back); for nl.dir `bdev`, `pd_per` (entries per block), `pd_blocks` (its
+    blocks), `direct` (lookups read it).
+    Nothing else: every attribute of this object costs RAM the tap path keeps.
     """
 
     def __init__(self, root, capacity, max_issuers=32, key_id=None, sync_bytes=16384,
@@ -140,35 +139,23 @@ class NegativeList:
         self.max_issuers = max_issuers
         self.key_id_wanted = key_id
         self.table = array("I", bytes(4 * _ST * max_issuers))
-        self._quotas = array("I", bytes(8 * max_issuers))  # issuer, quota pairs
-        self._nquota = 0
+        self._quotas = None  # issuer, quota pairs: set_quotas() allocates them
         self.rbuf = bytearray(_RBUF_RECS * _REC_LEN)  # one bucket (lookup, commit reads)
         mv = memoryview(self.rbuf)
         self._v16 = mv[: 16 * _REC_LEN]
         self._v32 = mv[: 32 * _REC_LEN]
-        self._dbuf = bytearray(8)  # two directory entries
+        self._dbuf = bytearray(8)  # two directory entries, or an nl.dir entry
         self.bdev = bdev
         self.direct = False
         self.direct_error = None
-        self.buckets = self.list_size = self.list_crc = self.list_tcrc = 0
-        self.placed = None  # after nl.dir is built: buckets windowed, copied, long, via file
         if bdev is not None and bdev.ioctl(4, 0) > 0x7FFF:
             self.direct_error = "flash has more blocks than nl.dir entries address"
             bdev = self.bdev = None
         if bdev is not None:
-            from terminal.nl_format import bucket_bits
+            from terminal.nl_dir import table_size
 
-            bs = bdev.ioctl(5, 0)
-            self.block_size = bs
-            self.pd_per = (bs - _PTR_MAX) // _PD_LEN  # nl.dir entries per block
-            # nl.dir blocks a list within capacity needs: its entries, and copies of
-            # the buckets that straddle blocks of nl.bin (one per block at most)
-            self.max_buckets = 4 << bucket_bits(capacity)
-            nbin = (capacity * _REC_LEN + 4 * self.max_buckets) // (bs - _PTR_MAX) + 2
-            npd = ((self.max_buckets + self.pd_per - 1) // self.pd_per
-                   + nbin // ((bs - _PTR_MAX) // 384))
-            self.pd_blocks = array("H", bytes(2 * (npd + 2)))
-            self._ebuf = bytearray(_PD_LEN)
+            self.pd_per, npd = table_size(capacity, bdev.ioctl(5, 0))
+            self.pd_blocks = array("H", bytes(2 * npd))
         self.stage = array("I", bytes(4 * _G_LEN))
         self.staged = None  # staged file, open for appending while a transfer runs
         self.staged_reader = None  # ... and for reading back (MAC check)
@@ -223,10 +210,12 @@ class NegativeList:
 
     def _direct_find(self, k, a, b, c):
         # Entry k of nl.dir, then the bucket it points at: two block-device reads.
+        # The entry is read with the directory buffer: 8 bytes, 6 of them the
+        # entry's (nl.dir leaves 2 spare bytes at the end of each block).
         pd = self.pd_blocks
         per = self.pd_per
         blk = k // per
-        d = self._ebuf
+        d = self._dbuf
         self.bdev.readblocks(pd[blk], d, _PTR_MAX + (k - blk * per) * _PD_LEN)
         self.page_reads += 1
         info = d[4] | (d[5] << 8)
@@ -326,22 +315,23 @@ class NegativeList:
     def set_quotas(self, pairs):
         """Per-issuer quotas [(issuer, entries), ...], applied at the next commit. An
         issuer without one keeps the quota the centre wrote into the list."""
-        n = 0
-        for issuer, quota in pairs:
-            if n >= self.max_issuers:
-                return "more than %d issuer quotas" % self.max_issuers
-            self._quotas[2 * n] = issuer
-            self._quotas[2 * n + 1] = quota
-            n += 1
-        self._nquota = n
+        if len(pairs) > self.max_issuers:
+            return "more than %d issuer quotas" % self.max_issuers
+        q = array("I", bytes(8 * len(pairs)))
+        for n, (issuer, quota) in enumerate(pairs):
+            q[2 * n] = issuer
+            q[2 * n + 1] = quota
+        self._quotas = q
         return None
 
     def quota_of(self, issuer, listed):
         """The quota in force for an issuer whose list section says `listed` (0:
         none): the one set_quotas gave, else the list's; -1 for none at all."""
-        for i in range(self._nquota):
-            if self._quotas[2 * i] == issuer:
-                return self._quotas[2 * i + 1]
+        q = self._quotas
+        if q is not None:
+            for i in range(0, len(q), 2):
+                if q[i] == issuer:
+                    return q[i + 1]
         return listed if listed else -1
 
     # -- update protocol: terminal.nl_update, imported when an update comes -------
@@ -450,11 +440,10 @@ class NegativeList:
             self.sections = self.version = self.entries = 0
             self.error = got
             return
-        (self.sections, self.buckets, self.version, self.base_day, self.key_id,
-         self.last_kind, self.entries, self.list_crc, self.list_tcrc) = got
-        self.list_size = size
+        (self.sections, buckets, self.version, self.base_day, self.key_id,
+         self.last_kind, self.entries, crc, tcrc) = got
         self.file = f
         if self.bdev is not None:
             from terminal import nl_dir
 
-            nl_dir.attach(self)
+            nl_dir.attach(self, (size, buckets, crc, tcrc))

@@ -1,8 +1,11 @@
 """The physical directory nl.dir: where each bucket of the installed list sits on
 flash, so that a lookup reads the block device directly (terminal.negative_list).
 
-    nl_dir.attach(nl)        # after nl.bin is loaded: check nl.dir, rebuild if stale
-    err = nl_dir.build(nl)   # write it for the installed list
+    per, blocks = table_size(capacity, block_size)  # NegativeList sizes its table
+    nl_dir.attach(nl, ident)   # after nl.bin is loaded: check nl.dir, rebuild if stale
+
+`ident` names the installed nl.bin: (size, buckets, body CRC, trailer CRC), from
+nl_format.load_table, with nl.version.
 
 One 6-byte entry per bucket, in section order (block u16, offset in the block
 u16, records | skip << 10), a fixed number of entries per block from offset
@@ -30,6 +33,7 @@ from terminal.nl_format import (
     S_Q,
     S_REC,
     ST,
+    bucket_bits,
     file_size,
     remove_file,
 )
@@ -44,10 +48,29 @@ RBUF_RECS = const(64)  # records a lookup reads at once (negative_list's bucket 
 # same size is another file in other blocks (issue 12, item 1).
 PD_TRL = "<4sIIIII"
 PD_TRL_LEN = const(24)
-PD_MAGIC = b"NLd3"
+PD_MAGIC = b"NLd4"
+# How the last build placed its buckets: windowed, copied, long (> 64), via the file
+# (for the bench and the tests: kept here, not in the list's RAM).
+placed = None
 
 
-def attach(nl):
+def max_buckets(capacity):
+    """Buckets (nl.dir entries) direct reads are sized for: four times what one
+    section of `capacity` entries needs, for lists of several sections."""
+    return 4 << bucket_bits(capacity)
+
+
+def table_size(capacity, bs):
+    """(nl.dir entries per block, u16 slots the table of nl.dir's blocks needs) for a
+    list within capacity on blocks of bs bytes: its entries, and copies of the
+    buckets that straddle blocks of nl.bin (one per block at most)."""
+    per = (bs - PTR_MAX - 2) // PD_LEN  # 2 spare bytes: the lookup reads 8 at an entry
+    nbk = max_buckets(capacity)
+    nbin = (capacity * REC_LEN + 4 * nbk) // (bs - PTR_MAX) + 2
+    return per, (nbk + per - 1) // per + nbin // ((bs - PTR_MAX) // 384) + 2
+
+
+def attach(nl, ident):
     """Point lookups at the flash blocks themselves; on any trouble lookups read
     the file, and status says why."""
     nl.direct = False
@@ -55,8 +78,8 @@ def attach(nl):
     if not nl.sections:
         return
     try:
-        if not current(nl):
-            err = build(nl)
+        if not current(nl, ident):
+            err = build(nl, ident)
             if err:
                 nl.direct_error = err
                 return
@@ -68,7 +91,7 @@ def attach(nl):
         nl.direct_error = "direct reads off: %s" % e
 
 
-def current(nl):
+def current(nl, ident):
     """True if nl.dir describes the installed nl.bin."""
     path = nl.path(PDIR)
     try:
@@ -79,12 +102,12 @@ def current(nl):
         return False
     if len(tr) != PD_TRL_LEN:
         return False
-    return tr == _trailer(nl)
+    return tr == _trailer(nl, ident)
 
 
-def _trailer(nl):
-    tr = struct.pack(PD_TRL, PD_MAGIC, nl.list_size, nl.version, nl.list_crc,
-                     nl.list_tcrc, 0)[:PD_TRL_LEN - 4]
+def _trailer(nl, ident):
+    size, _, crc, tcrc = ident
+    tr = struct.pack(PD_TRL, PD_MAGIC, size, nl.version, crc, tcrc, 0)[:PD_TRL_LEN - 4]
     return tr + struct.pack("<I", crc32(tr))
 
 
@@ -112,13 +135,12 @@ def _buckets(nl, buf):
                 prev = x
 
 
-def _place(nl, chain, off, cnt, cur):
+def _place(bs, chain, off, cnt, cur):
     # Where lookups read a bucket: (block, offset, info, spilled). A bucket whose
     # read window would cross the end of its block is copied into nl.dir at the
     # spill cursor cur = [block, offset] (logical blocks of nl.dir).
     if not cnt:
         return 0, 0, 0, False
-    bs = nl.block_size
     n, at = ctz_locate(off, bs)
     if cnt <= RBUF_RECS:
         span = (16 if cnt <= 16 else 32 if cnt <= 32 else 64) * REC_LEN
@@ -140,16 +162,17 @@ def _place(nl, chain, off, cnt, cur):
     return 0, 0, VIA_FILE, False
 
 
-def build(nl):
+def build(nl, ident):
     """Write nl.dir for the installed list: an entry per bucket, then copies of
     the buckets that straddle blocks, then a trailer naming the list."""
-    bs = nl.block_size
+    bs = nl.bdev.ioctl(5, 0)
     per = nl.pd_per
-    if nl.buckets > nl.max_buckets:
+    size, buckets, _, _ = ident
+    if buckets > max_buckets(nl.capacity):
         return "%d buckets: more than direct reads are sized for (%d)" % (
-            nl.buckets, nl.max_buckets)
-    nent = (nl.buckets + per - 1) // per  # nl.dir blocks of entries
-    nbin = ctz_locate(nl.list_size - 1, bs)[0] + 1
+            buckets, max_buckets(nl.capacity))
+    nent = (buckets + per - 1) // per  # nl.dir blocks of entries
+    nbin = ctz_locate(size - 1, bs)[0] + 1
     chain = array("H", bytes(2 * nbin))
     if file_blocks(nl.bdev, ACTIVE, chain) != nbin:
         return "list file too small for direct reads"
@@ -157,13 +180,14 @@ def build(nl):
     tmp = nl.path(PTMP)
     buf = bytearray(256)
     ent = bytearray(PD_LEN)
-    kinds = nl.placed = [0, 0, 0, 0]  # windowed, copied, long (> 64), via the file
+    global placed
+    kinds = placed = [0, 0, 0, 0]  # windowed, copied, long (> 64), via the file
     rbuf = nl.rbuf
     with open(tmp, "wb") as f:
         pos = 0
         cur = [nent, ctz_ptrs(nent)]
         for k, (off, cnt) in enumerate(_buckets(nl, buf)):  # the entries
-            phys, at, info, moved = _place(nl, chain, off, cnt, cur)
+            phys, at, info, moved = _place(bs, chain, off, cnt, cur)
             if info == VIA_FILE:
                 kinds[3] += 1
             elif moved:
@@ -181,7 +205,7 @@ def build(nl):
         pos = _pad(f, pos, ctz_start(nent, bs))
         cur = [nent, ctz_ptrs(nent)]
         for off, cnt in _buckets(nl, buf):  # the copies, where _place put them
-            phys, at, _, moved = _place(nl, chain, off, cnt, cur)
+            phys, at, _, moved = _place(bs, chain, off, cnt, cur)
             if moved:
                 blk = phys & 0x7FFF
                 pos = _pad(f, pos, ctz_start(blk, bs) + at - ctz_ptrs(blk))
@@ -189,7 +213,7 @@ def build(nl):
                 n = nl.file.readinto(memoryview(rbuf)[: cnt * REC_LEN])
                 f.write(memoryview(rbuf)[:n])
                 pos += n
-        f.write(_trailer(nl))
+        f.write(_trailer(nl, ident))
     if cur[0] + 1 > len(nl.pd_blocks):
         remove_file(tmp)
         return "nl.dir would need %d blocks, the table holds %d" % (
