@@ -20,7 +20,12 @@ def test_every_benchmark_runs_quick(tmp_path):
     assert {t["bench"] for t in tables} == set(names)
     assert all(t["rows"] for t in tables)
     md = (tmp_path / "results.md").read_text()
-    assert md.count("### ") - md.count("### Goals") == len(tables)  # + the goals table
+    # every table, then the Goals table: each goal beside its figure, all met
+    assert md.count("### ") - md.count("### Goals") == len(tables)
+    assert "### Goals" in md
+    goals = [g for t in tables for g in t.get("goals", ())]
+    assert len(goals) >= 10 and all(g["ok"] for g in goals)
+    assert {t["bench"] for t in tables if t.get("goals")} >= {"negative_list", "decision"}
 
 
 def test_a_missed_goal_fails_the_bench(tmp_path, capsys):
