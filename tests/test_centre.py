@@ -330,7 +330,7 @@ def test_report_per_day(centre):
     assert rows[0] | {"day": 0, "date": ""} == {
         "day": 0, "date": "", "offline_count": 0, "offline_amount": 0, "online_count": 0,
         "online_amount": 0, "offline_declines": 0, "online_declines": 0, "declines": 0,
-        "alerts": 0}
+        "alerts": 0, "list_withheld": 0}
     d0, d1 = rows[1], rows[2]
     assert (d0["offline_count"], d0["offline_amount"]) == (2, 15_600)
     assert (d0["online_count"], d0["online_amount"]) == (1, 12_000)

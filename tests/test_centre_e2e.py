@@ -67,6 +67,28 @@ def test_reported_card_is_stopped_by_the_next_list(bench):
     assert out.startswith("DECLINED_OFFLINE") and "listed" in out
 
 
+def test_next_list_over_quota_withholds_and_says_so_everywhere(bench, tmp_path):
+    # the issuer's quota is 1 and two of its cards are blocked: the list carries one
+    # and says one was withheld, so the terminal sends the issuer's cards online
+    from host_tools import listbuild
+    from host_tools.centre import Centre
+
+    bench("centre", "add-card", "4980000000000002", "--issuer", "1", "--credit-limit", "1000")
+    bench("centre", "block", "4980000000000001")
+    bench("centre", "block", "4980000000000002")
+    with Centre(tmp_path / "centre.db") as c:
+        c.add_issuer(1, "iD Bank (credit)", list_quota=1)
+    out = bench("centre", "next-list", "--out", "next.bin", "--version", "2")
+    assert "1 entries" in out and "withheld over quota" in out and "{1: 1}" in out
+    assert listbuild.decode((tmp_path / "next.bin").read_bytes()).withheld[1] == 1
+    assert "online-only: issuers 1" in bench("list", "push", "next.bin")
+    assert "withheld=1" in bench("list", "status")
+    head, *rows = bench("centre", "report").splitlines()
+    assert head.split()[-1] == "list_withheld" and rows[-1].split()[-1] == "1"
+    out = sale(bench, 800, "4980000000000002")  # the card left off the list
+    assert "issuer_online_only" in out and not out.startswith("APPROVED_OFFLINE")
+
+
 def test_centre_serve_sells_over_rf_answers_online_and_clears(emulated_board, tmp_path):
     """The bench console: an amount typed in, a card tapped on the board's field."""
     from host_tools.demo import free_udp_port

@@ -205,6 +205,8 @@ def test_blocked_and_flagged_tokens_listed_with_explicit_overflow(centre, clr):
     assert nl.per_issuer() == {AEON: (3, 4, 3), AU: (0, 0, 20)}
     (a,) = centre.alerts(kind=D.QUOTA_OVERFLOW)
     assert a["detail"] == {"quota": 3, "listed": 3, "left_out": 4}
+    # the centre's report shows what the day's list withheld (issue 12, item 3)
+    assert [r["list_withheld"] for r in centre.report(START + 3, START + 4)] == [0, 4]
     assert nl.entries[0].expiry == as_day("2026-11-04") + 59  # flag TTL, before card expiry
     assert nl.entries[2].expiry == as_day("2027-06-30")
 

@@ -1,5 +1,7 @@
 """The per-day report (`termctl centre report`): offline and online approvals,
-declines and alerts per business day.
+declines and alerts per business day, and the entries the next list built for
+that day withheld over issuers' quotas (each such issuer is online-only on the
+terminals until a list fits its quota again).
 
     rows = report(db, lo_day, hi_day)    # one dict per day, days without traffic too
 """
@@ -19,6 +21,9 @@ _QUERIES = (
      "sum(1 - approved) FROM online_auth WHERE day BETWEEN ? AND ? GROUP BY day",
      ("online_count", "online_amount", "online_declines")),
     ("SELECT day, count(*) FROM alerts WHERE day BETWEEN ? AND ? GROUP BY day", ("alerts",)),
+    # the detector's list_quota_overflow alert, one per issuer and day: what it left out
+    ("SELECT day, sum(json_extract(detail, '$.left_out')) FROM alerts WHERE day BETWEEN ? "
+     "AND ? AND kind = 'list_quota_overflow' GROUP BY day", ("list_withheld",)),
 )
 
 
@@ -35,4 +40,4 @@ def report(db: sqlite3.Connection, lo: int, hi: int) -> list[dict]:
 def _row(day: int, date: str) -> dict:
     return {"day": day, "date": date, "offline_count": 0, "offline_amount": 0,
             "online_count": 0, "online_amount": 0, "offline_declines": 0,
-            "online_declines": 0, "declines": 0, "alerts": 0}
+            "online_declines": 0, "declines": 0, "alerts": 0, "list_withheld": 0}
