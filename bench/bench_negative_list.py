@@ -46,7 +46,8 @@ BOARDS = ("emulator", "pico_pn532", "esp32s3_pn532")
 RAM_GOAL = 4096
 WIRE_GOAL = 1.15
 DELTA_GOAL_ENTRIES = 1000
-ON_DEMAND = ("terminal.nl_update", "terminal.nl_format", "terminal.nl_dir", "drivers.lfsfile")
+ON_DEMAND = ("terminal.nl_update", "terminal.nl_transfer", "terminal.nl_format",
+             "terminal.nl_dir", "drivers.lfsfile")
 
 
 def pty_push(blob, base=None):
@@ -193,7 +194,8 @@ def _mpy(code, heap="128k"):
 
 def _compile(dest):
     for name in ("terminal/compat", "terminal/negative_list", "terminal/nl_format",
-                 "terminal/nl_update", "terminal/nl_dir", "drivers/lfsfile", "drivers/filebdev"):
+                 "terminal/nl_update", "terminal/nl_transfer", "terminal/nl_dir",
+                 "drivers/lfsfile", "drivers/filebdev"):
         pkg = dest / name.split("/")[0]
         if not pkg.exists():
             pkg.mkdir(parents=True)
@@ -368,7 +370,8 @@ def run(quick=False):
                   "(sized from the capacity and 32 issuers) and its open LittleFS file, "
                   "measured in a fresh process as after start-up. Module bytecode: "
                   "terminal.negative_list imported alone, what stays in RAM; the format, "
-                  "update and nl.dir code (nl_format, nl_update, nl_dir, drivers.lfsfile) "
+                  "update and nl.dir code (nl_format, nl_transfer, nl_update, nl_dir, "
+                  "drivers.lfsfile) "
                   "is imported to load or change a list and dropped after it, but the "
                   "names it interned stay (MicroPython frees no qstr): last column, for "
                   "nl_format and nl_dir, which every start-up loads. The "

@@ -18,8 +18,9 @@ This module is the lookup and the state it needs; the rest comes on demand and
 leaves again, so a tap runs without it in RAM:
 - terminal.nl_format: the file format (shared with the host), read here only to
   load the installed list at start-up and after a commit;
-- terminal.nl_update: transfers, commits, the delta merge, recovery after a
-  reset (imported when an update comes, and at start-up only if one was cut);
+- terminal.nl_transfer: staging a transfer, resumably, and recovery after a
+  reset (imported when an update begins, and at start-up only if one was cut);
+- terminal.nl_update: the commit, the delta merge (imported for a commit);
 - terminal.nl_dir: the physical directory nl.dir.
 
 Given the flash's block device (`bdev=`), a lookup does not go through the
@@ -101,12 +102,12 @@ def _search(buf, lo, hi, a, b, c):
     return -1 - L
 
 
-def _upd():
-    # The update code (transfer, commit, recovery) is a module of its own: a tap
-    # never runs it, so the terminal keeps it out of RAM between updates.
-    from terminal import nl_update
+def _transfer():
+    # The update code is in modules of their own: a tap never runs them, so the
+    # terminal keeps them out of RAM between updates (terminal.service drops them).
+    from terminal import nl_transfer
 
-    return nl_update
+    return nl_transfer
 
 
 class NegativeList:
@@ -334,16 +335,16 @@ class NegativeList:
                     return q[i + 1]
         return listed if listed else -1
 
-    # -- update protocol: terminal.nl_update, imported when an update comes -------
+    # -- update protocol: nl_transfer, then nl_update for the commit -----------------
 
     def begin(self, kind, version, base_version, total_len):
         """Start a transfer, or resume it if this same one is staged."""
-        return _upd().begin(self, kind, version, base_version, total_len)
+        return _transfer().begin(self, kind, version, base_version, total_len)
 
     def write_chunk(self, offset, data):
         """Store bytes [offset, offset + len(data)) of the list. Bytes already stored
         are skipped, so a resent chunk is harmless; a gap is refused."""
-        return _upd().write_chunk(self, offset, data)
+        return _transfer().write_chunk(self, offset, data)
 
     def resume_offset(self):
         """Bytes of the current transfer already stored: the host resends from here."""
@@ -351,24 +352,26 @@ class NegativeList:
 
     def read_staged(self, offset, buf):
         """Read staged bytes into buf (to check the whole-list MAC); returns the count."""
-        return _upd().read_staged(self, offset, buf)
+        return _transfer().read_staged(self, offset, buf)
 
     def abort(self):
         """Drop the staged transfer; the installed list stays as it is."""
-        _upd().abort(self)
+        _transfer().abort(self)
 
     def commit(self):
         """Install the staged list; from the moment this returns None lookups use it.
         On an error the staged transfer is dropped and the installed list stays."""
-        return _upd().commit(self)
+        from terminal import nl_update
+
+        return nl_update.commit(self)
 
     def _recover(self):
-        # After a reset: leftovers of a transfer or commit are nl_update's to sort out.
+        # After a reset: leftovers of a transfer or commit are nl_transfer's to sort out.
         from terminal import nl_format as F
 
         for name in (F.META, F.STAGE, F.NEW, F.DTMP, F.PTMP):
             if F.file_size(self.path(name)) >= 0:
-                _upd().recover(self)
+                _transfer().recover(self)
                 return
 
     # -- status -------------------------------------------------------------------

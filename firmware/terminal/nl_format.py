@@ -8,7 +8,7 @@
 
 host_tools.listbuild builds and decodes lists with it; on the terminal the
 lookup (terminal.negative_list) imports it only to load the installed list,
-and the update code (terminal.nl_update, terminal.nl_dir) when an update
+and the update code (terminal.nl_transfer, nl_update, nl_dir) when an update
 comes, so a tap runs without it in RAM. The layout is in docs/negative_list.md.
 
 The last part describes what only the terminal keeps: the files of a list in

@@ -35,7 +35,7 @@ ISSUERS_FILE = "issuers.bin"
 # negative list's format, update code and nl.dir code, which it imports to load
 # or change the list).
 ON_DEMAND = ("admin", "listsync", "clearing", "keystore", "counters", "params", "nl_update",
-             "nl_format", "nl_dir")
+             "nl_transfer", "nl_format", "nl_dir")
 # Driver modules only those import (nl_dir: the LittleFS geometry), dropped with them.
 ON_DEMAND_DRIVERS = ("lfsfile",)
 _P_JOURNAL_NEAR_FULL_PCT = const(18)  # terminal.params.P_JOURNAL_NEAR_FULL_PCT
