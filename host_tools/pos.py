@@ -38,9 +38,16 @@ class SaleResult:
     def approved(self) -> bool:
         return self.outcome.startswith("APPROVED")
 
+    @property
+    def shown_code(self) -> str:
+        """The approval code worth showing: the centre's for an online approval,
+        000000 for an offline decision (docs/centre.md), none for an online decline."""
+        return "" if self.outcome == "DECLINED_ONLINE" else self.approval_code
+
     def __str__(self) -> str:
         why = ", ".join(self.reasons) or "-"
-        return (f"{self.outcome}  amount {self.amount}  approval {self.approval_code}  "
+        code = f"approval {self.shown_code}  " if self.shown_code else ""
+        return (f"{self.outcome}  amount {self.amount}  {code}"
                 f"reasons: {why}  (journal seq {self.seq})")
 
 

@@ -1,0 +1,77 @@
+"""termctl in process, as sqlite-utils' CliRunner does: `cli.main([...])`, its exit
+status and its one-line message. Commands that need a terminal talk to the
+firmware's own TerminalService under CPython (host_tools.inproc), so no board,
+pty or subprocess is needed."""
+
+from __future__ import annotations
+
+import pytest
+
+from host_tools import cli
+from host_tools.commands.state import State
+from host_tools.keyring import Keyring
+
+
+class Run:
+    def __init__(self, capsys):
+        self.capsys = capsys
+
+    def __call__(self, *argv: str) -> tuple[int, str, str]:
+        code = cli.main(list(argv))
+        out, err = self.capsys.readouterr()
+        return code, out, err
+
+
+@pytest.fixture
+def termctl(tmp_path, monkeypatch, capsys):
+    """termctl with no terminal: a fresh directory, its own keyring, no TERMCTL_*."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("TERMCTL_PORT", "TERMCTL_CENTRE", "TERMCTL_WALLET"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TERMCTL_KEYRING", str(tmp_path / "keyring.json"))
+    return Run(capsys)
+
+
+@pytest.fixture
+def board(termctl, tmp_path, monkeypatch):
+    """termctl talking to an in-process terminal (the firmware under CPython) on
+    tmp_path/board, whatever --port says; keys pushed and the clock set. The
+    terminal stays up between commands, as a board does."""
+    from host_tools.inproc import InProcessBoard
+
+    terminal = InProcessBoard(tmp_path / "board", Keyring.open())
+    power_off = terminal.close
+    monkeypatch.setattr(terminal, "close", lambda: None)  # a command closes its link only
+
+    def link(self):
+        if self._link is None:
+            self._link = terminal.link(timeout=5)
+        return self._link
+
+    monkeypatch.setattr(State, "link", link)
+    assert termctl("keys", "push")[0] == 0
+    assert termctl("time", "set", "2026-11-21T09:30:00Z")[0] == 0
+    yield termctl
+    power_off()
+
+
+def test_a_sale_prints_the_approval_code_only_where_it_means_something(board):
+    code, out, err = board("sale", "5000", "--token", "4980000000000001")
+    # no centre: a new card cannot go online, the issuer's default decides offline
+    assert code in (0, 3), err
+    assert "approval 000000" in out and "OFFLINE" in out
+
+
+def test_online_decisions_show_the_centre_code_or_none(board):
+    assert board("centre", "--db", "c.db", "add-card", "4980000000000001",
+                 "--credit-limit", "200000")[0] == 0
+    assert board("centre", "--db", "c.db", "add-card", "5000000000000009", "--issuer", "3",
+                 "--product", "prepaid", "--balance", "0")[0] == 0
+    code, out, err = board("sale", "5000", "--token", "4980000000000001", "--centre", "c.db")
+    assert code == 0 and out.startswith("APPROVED_ONLINE"), err
+    approval = out.split("approval ")[1].split()[0]
+    assert approval.isdigit() and len(approval) == 6 and approval != "000000"
+    code, out, err = board("sale", "17600", "--token", "5000000000000009", "--issuer", "3",
+                           "--product", "prepaid", "--centre", "c.db")
+    assert code == 3 and out.startswith("DECLINED_ONLINE"), err
+    assert "approval" not in out  # 000000 is the offline decisions' code (docs/centre.md)
