@@ -14,7 +14,7 @@ from host_tools.errors import ToolError
 
 
 def serve(link, centre, pull_every: float, wait: float, stdin=None) -> int:
-    from host_tools.pos import run_sale
+    from host_tools.pos import parse_amount, run_sale
     from host_tools.transfer import ack_batch, pull_batch
 
     stdin = stdin or sys.stdin
@@ -48,10 +48,9 @@ def serve(link, centre, pull_every: float, wait: float, stdin=None) -> int:
             pull()
             continue
         try:
-            amount = int(word.replace(",", "").replace("_", ""))
-        except ValueError:
-            print(f"not an amount: {word!r} (an amount in yen, 'pull' or 'quit')",
-                  flush=True)
+            amount = parse_amount(word)
+        except ToolError as e:
+            print(f"{e}; or 'pull' or 'quit'", flush=True)
             continue
         try:
             print(run_sale(link, amount, None, centre=centre, wait_ms=int(wait * 1000)),

@@ -22,6 +22,14 @@ OUTCOMES = {tap.APPROVED_OFFLINE: "APPROVED_OFFLINE", tap.APPROVED_ONLINE: "APPR
 reason_names = decision.reason_names
 
 
+def parse_amount(text: str) -> int:
+    """Yen as a person types them: 5000, 5,000 or 5_000 (`termctl sale`, `centre serve`)."""
+    digits = text.strip().replace(",", "").replace("_", "")
+    if not digits.isdigit():
+        raise ToolError(f"not an amount: {text!r} (whole yen, e.g. 5000 or 5,000)")
+    return int(digits)
+
+
 @dataclass
 class SaleResult:
     amount: int

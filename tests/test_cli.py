@@ -75,3 +75,12 @@ def test_online_decisions_show_the_centre_code_or_none(board):
                            "--product", "prepaid", "--centre", "c.db")
     assert code == 3 and out.startswith("DECLINED_ONLINE"), err
     assert "approval" not in out  # 000000 is the offline decisions' code (docs/centre.md)
+
+
+def test_sale_takes_amounts_as_serve_does(board):
+    code, out, err = board("sale", "5,000", "--token", "4980000000000001")
+    assert code in (0, 3) and "amount 5000" in out, err
+    with pytest.raises(SystemExit) as e:
+        board("sale", "5.00", "--token", "4980000000000001")
+    assert e.value.code == 2
+    assert "not an amount: '5.00'" in board.capsys.readouterr().err

@@ -6,6 +6,18 @@ from __future__ import annotations
 from host_tools.errors import ToolError
 
 
+def yen(text: str) -> int:
+    """argparse type: an amount in yen, 5000 or 5,000 or 5_000."""
+    import argparse
+
+    from host_tools.pos import parse_amount
+
+    try:
+        return parse_amount(text)
+    except ToolError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def print_kv(fields: dict, indent: str = "") -> None:
     width = max(len(k) for k in fields)
     for k, v in fields.items():

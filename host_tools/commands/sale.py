@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from host_tools.commands.common import yen
+
 
 def argparse_sale(sub):
     p = sub.add_parser(
@@ -13,7 +15,7 @@ def argparse_sale(sub):
         "counters go back there. With --centre DB the online requests the sale raises are "
         "answered by the centre; without, the terminal cannot go online and the issuer's "
         "default action decides.")
-    p.add_argument("amount", type=int, help="amount in yen")
+    p.add_argument("amount", type=yen, help="amount in yen: 5000, 5,000 or 5_000")
     p.add_argument("--token", default=None,
                    help="inject this card (bench, no RF); without it the terminal reads a "
                    "card over RF (termctl card present), waiting --wait seconds")
