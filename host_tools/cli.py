@@ -67,19 +67,58 @@ COMMANDS = {
 }
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Each option's default shown where there is one to show (not None, False or
+    empty, and not already told by the help text)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (action.default in (None, False, [], argparse.SUPPRESS) or "default" in text
+                or not (action.option_strings or action.nargs in ("?", "*"))):
+            return text
+        return text + " (default: %(default)s)"
+
+
+class TopHelpFormatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """termctl --help: the examples in the epilog keep their lines."""
+
+
+def _global_options(p, defaults: bool) -> None:
+    """Options every command takes, before or after its name (`termctl status
+    --port X` as `termctl --port X status`). After the name they default to
+    SUPPRESS, so they override the top level only when given."""
+    def d(value):
+        return value if defaults else argparse.SUPPRESS
+
+    g = p.add_argument_group("global options")
+    g.add_argument("--port", default=d(os.environ.get("TERMCTL_PORT")),
+                   help="terminal serial port or pyserial URL (default $TERMCTL_PORT)")
+    g.add_argument("--timeout", type=float, default=d(3.0),
+                   help="seconds to wait for each reply (default 3)")
+    g.add_argument("--keyring", default=d(None),
+                   help="keyring file (default $TERMCTL_KEYRING or ~/.config/termctl/)")
+
+
+class CommandParser(argparse.ArgumentParser):
+    """A command's parser (and its subcommands'): defaults in the help, and the
+    global options accepted after the command name. A command's own option of the
+    same name wins (`card present --timeout` is the card's wait)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        kwargs.setdefault("conflict_handler", "resolve")
+        super().__init__(*args, **kwargs)
+        _global_options(self, defaults=False)
+
+
 def build_parser():
     ap = argparse.ArgumentParser(
         prog=PROG, description="Talk to an offline NFC payment terminal: a board on a serial "
-        "port or the emulated board.", epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--port", default=os.environ.get("TERMCTL_PORT"),
-                    help="terminal serial port or pyserial URL (default $TERMCTL_PORT)")
-    ap.add_argument("--timeout", type=float, default=3.0,
-                    help="seconds to wait for each reply (default 3)")
-    ap.add_argument("--keyring", default=None,
-                    help="keyring file (default $TERMCTL_KEYRING or ~/.config/termctl/)")
+        "port or the emulated board.", epilog=EPILOG, formatter_class=TopHelpFormatter)
+    _global_options(ap, defaults=True)
     ap.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                            parser_class=CommandParser)
     for factory, _ in COMMANDS.values():
         factory(sub)
     return ap
@@ -87,7 +126,10 @@ def build_parser():
 
 def main(argv=None) -> int:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `termctl status | head` exits quietly
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help, --version, or argparse's usage error (2)
+        return e.code if isinstance(e.code, int) else 2
     state = State(args)
     try:
         return COMMANDS[args.command][1](state, args) or 0

@@ -29,6 +29,7 @@ def termctl(tmp_path, monkeypatch, capsys):
     for name in ("TERMCTL_PORT", "TERMCTL_CENTRE", "TERMCTL_WALLET"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("TERMCTL_KEYRING", str(tmp_path / "keyring.json"))
+    monkeypatch.setenv("COLUMNS", "200")  # help text unwrapped, to search in
     return Run(capsys)
 
 
@@ -80,7 +81,26 @@ def test_online_decisions_show_the_centre_code_or_none(board):
 def test_sale_takes_amounts_as_serve_does(board):
     code, out, err = board("sale", "5,000", "--token", "4980000000000001")
     assert code in (0, 3) and "amount 5000" in out, err
-    with pytest.raises(SystemExit) as e:
-        board("sale", "5.00", "--token", "4980000000000001")
-    assert e.value.code == 2
-    assert "not an amount: '5.00'" in board.capsys.readouterr().err
+    code, out, err = board("sale", "5.00", "--token", "4980000000000001")
+    assert code == 2 and "not an amount: '5.00'" in err
+
+
+def test_global_options_work_after_the_command_too(termctl):
+    before = termctl("--port", "/dev/no-such-port", "status")
+    after = termctl("status", "--port", "/dev/no-such-port")
+    assert before[0] == after[0] == 1
+    assert after[2].startswith("termctl: cannot open /dev/no-such-port")
+    assert before[2] == after[2]
+    # a subcommand's own option of the same name wins: card present --timeout is its wait
+    code, out, _ = termctl("card", "present", "--help")
+    assert code == 0 and "give up after seconds" in out
+
+
+def test_help_shows_defaults_and_choices(termctl):
+    code, out, _ = termctl("sale", "--help")
+    assert code == 0
+    assert "(default: 10.0)" in out  # --wait
+    assert "{credit,prepaid,debit}" in out and "(default: credit)" in out
+    assert "(default: None)" not in out and "(default: False)" not in out
+    code, out, _ = termctl("simulate", "--help")
+    assert "(default: 30)" in out and "(default: simulate-out)" in out

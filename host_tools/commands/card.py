@@ -17,11 +17,12 @@ def argparse_card(sub):
         "same card carries its counters from terminal to terminal.")
     csub = p.add_subparsers(dest="card_cmd", required=True)
     c = csub.add_parser("present", help="emulate the card until it is read")
-    c.add_argument("--token", required=True)
-    c.add_argument("--issuer", type=int, default=1)
-    c.add_argument("--product", default="credit", choices=["credit", "prepaid", "debit"])
+    c.add_argument("--token", required=True, help="the card's token number")
+    c.add_argument("--issuer", type=int, default=1, help="issuer id of a new card")
+    c.add_argument("--product", default="credit", choices=["credit", "prepaid", "debit"],
+                   help="product of a new card")
     c.add_argument("--expiry", default=None, help="card expiry YYYY-MM for a new card")
-    c.add_argument("--wallet", default="wallet.json", help="JSON wallet (default wallet.json)")
+    c.add_argument("--wallet", default="wallet.json", help="JSON wallet")
     c.add_argument("--rf-port", type=int, default=None,
                    help="the emulated board's RF UDP port (emulated board)")
     c.add_argument("--card", default="lite-s", choices=["lite-s", "standard"],
@@ -30,7 +31,7 @@ def argparse_card(sub):
                    "card of its own system (0003), which a terminal does not take")
     c.add_argument("--device", default=None,
                    help="an nfcpy device path instead, e.g. usb:054c:06c3 (bench reader)")
-    c.add_argument("--taps", type=int, default=1, help="taps to serve (default 1)")
+    c.add_argument("--taps", type=int, default=1, help="taps to serve")
     c.add_argument("--timeout", type=float, default=60.0, help="give up after seconds")
 
 

@@ -21,16 +21,17 @@ def argparse_centre(sub):
                    help="centre database file")
     csub = p.add_subparsers(dest="centre_cmd", required=True)
     a = csub.add_parser("add-card", help="issue a card/token")
-    a.add_argument("token")
-    a.add_argument("--issuer", type=int, default=1)
-    a.add_argument("--product", default="credit", choices=["credit", "prepaid", "debit"])
+    a.add_argument("token", help="token number, 1-16 letters or digits")
+    a.add_argument("--issuer", type=int, default=1, help="issuer id")
+    a.add_argument("--product", default="credit", choices=["credit", "prepaid", "debit"],
+                   help="card product")
     a.add_argument("--balance", type=int, default=None, help="prepaid/debit balance, yen")
     a.add_argument("--credit-limit", type=int, default=None,
                    help="credit limit, yen (credit cards; default 300,000)")
     a.add_argument("--expiry", default=None, help="YYYY-MM-DD")
     b = csub.add_parser("block", help="block a token (reported stolen)")
-    b.add_argument("token")
-    b.add_argument("--reason", default="reported")
+    b.add_argument("token", help="token number")
+    b.add_argument("--reason", default="reported", help="why, kept with the block")
     r = csub.add_parser("report", help="per day: offline/online counts and amounts, declines")
     r.add_argument("--from", dest="from_day", default=None, help="YYYY-MM-DD (default: 6 days "
                    "before --to)")

@@ -32,11 +32,12 @@ def board_value(board: str, name: str) -> int:
 
 def world_args(p, **defaults) -> None:
     """The scripted world's size and seed (demo and simulate)."""
-    p.add_argument("--days", type=int, default=defaults["days"])
+    p.add_argument("--days", type=int, default=defaults["days"], help="days to run")
     p.add_argument("--shops", type=int, default=defaults["shops"], help="one terminal each")
-    p.add_argument("--shoppers", type=int, default=defaults["shoppers"])
+    p.add_argument("--shoppers", type=int, default=defaults["shoppers"],
+                   help="ordinary shoppers")
     p.add_argument("--stolen", type=int, default=defaults["stolen"], help="stolen cards")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seed", type=int, default=1, help="the world's random seed")
     p.add_argument("--fee", type=int, default=5, help="yen per online authorisation")
 
 

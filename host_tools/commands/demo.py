@@ -21,7 +21,8 @@ def argparse_demo(sub):
         "centre pulls the clearing, runs the detector and pushes the next negative list. "
         "Prints a report and writes it with a chart to --out.")
     world_args(p, days=14, shops=4, shoppers=40, stolen=3)
-    p.add_argument("--policy", choices=["both", "id", "hardened"], default="both")
+    p.add_argument("--policy", choices=["both", "id", "hardened"], default="both",
+                   help="'iD as reported', the hardened defaults, or both")
     p.add_argument("--out", default="demo-out", help="report, chart and journals go here")
     p.add_argument("--ports", default=None,
                    help="comma-separated serial ports of real boards, one per shop, instead "

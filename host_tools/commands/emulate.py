@@ -12,7 +12,7 @@ def argparse_emulate(sub):
         description="Run firmware/main.py in the MicroPython unix port under the board's heap "
         "cap, on a LittleFS2 flash image in a file, with a pty as its serial port. Prints the "
         "port; stop with Ctrl-C or SIGTERM (the flash image is kept).")
-    p.add_argument("--board", default="emulator", help="board file in boards/ (default emulator)")
+    p.add_argument("--board", default="emulator", help="board file in boards/")
     p.add_argument("--flash", default=None,
                    help="flash image file (default .termctl/emulator.img; created if missing)")
     p.add_argument("--heap", default=None, help="heap cap, e.g. 64k (default: the board's)")

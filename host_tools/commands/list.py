@@ -30,7 +30,7 @@ def argparse_list(sub):
                    help="over quota: keep the newest entries; the list says how many were "
                    "withheld and the terminal sends that issuer's cards online")
     b.add_argument("--board", default="emulator",
-                   help="board whose list capacity bounds the list (default emulator)")
+                   help="board whose list capacity bounds the list")
     p_push = lsub.add_parser("push", help="send a list file to the terminal and install it")
     p_push.add_argument("file", help="list file from `termctl list build`")
     lsub.add_parser("status", help="version, entries and quotas on the terminal")

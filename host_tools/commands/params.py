@@ -12,7 +12,8 @@ def argparse_params(sub):
     psub = p.add_subparsers(dest="params_cmd", required=True)
     psub.add_parser("show", help="list every parameter and its value")
     s = psub.add_parser("set", help="set KEY=VALUE ... atomically")
-    s.add_argument("assignments", nargs="+", metavar="KEY=VALUE")
+    s.add_argument("assignments", nargs="+", metavar="KEY=VALUE",
+                   help="e.g. floor_limit=9000 issuer.3.floor_limit=0")
 
 
 def do_params(state, args):

@@ -20,8 +20,9 @@ def argparse_sale(sub):
                    help="inject this card (bench, no RF); without it the terminal reads a "
                    "card over RF (termctl card present), waiting --wait seconds")
     p.add_argument("--wait", type=float, default=10.0, help="seconds to wait for a card on RF")
-    p.add_argument("--issuer", type=int, default=1, help="issuer id (default 1)")
-    p.add_argument("--product", default="credit", choices=["credit", "prepaid", "debit"])
+    p.add_argument("--issuer", type=int, default=1, help="issuer id")
+    p.add_argument("--product", default="credit", choices=["credit", "prepaid", "debit"],
+                   help="product of a new card")
     p.add_argument("--expiry", default=None, help="card expiry YYYY-MM for a new card")
     p.add_argument("--wallet", default=None, help="JSON wallet keeping the card's counters")
     p.add_argument("--centre", default=None, metavar="DB", help="centre database (SQLite)")

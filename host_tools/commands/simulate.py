@@ -18,7 +18,9 @@ def argparse_simulate(sub):
         "list_quota) it runs the hardened policy for every combination and tabulates fraud "
         "loss against the online rate, with a plot.")
     world_args(p, days=30, shops=20, shoppers=400, stolen=6)
-    p.add_argument("--sweep", action="append", default=[], metavar="NAME=V1,V2,...")
+    p.add_argument("--sweep", action="append", default=[], metavar="NAME=V1,V2,...",
+                   help="a terminal parameter (or list_quota) and its values; repeat to "
+                   "sweep a grid")
     p.add_argument("--out", default="simulate-out", help="report, table and plots go here")
 
 
