@@ -23,6 +23,7 @@ from host_tools.commands import (
     flash,
     keys,
     params,
+    ports,
     sale,
     simulate,
     status,
@@ -38,7 +39,7 @@ EPILOG = """\
 examples:
   termctl demo                             the incident on emulated boards, two policies
   termctl emulate --detach                 start an emulated board, print its port
-  export TERMCTL_PORT=/dev/pts/5           (or give --port to every command)
+  termctl ports                            the boards running here, the serial ports
   termctl keys push && termctl time set --now
   termctl status
   termctl params set floor_limit=9000 daily_offline_cap=20000
@@ -64,6 +65,7 @@ COMMANDS = {
     "demo": (demo.argparse_demo, demo.do_demo),
     "simulate": (simulate.argparse_simulate, simulate.do_simulate),
     "flash": (flash.argparse_flash, flash.do_flash),
+    "ports": (ports.argparse_ports, ports.do_ports),
 }
 
 

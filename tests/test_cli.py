@@ -5,6 +5,9 @@ pty or subprocess is needed."""
 
 from __future__ import annotations
 
+import json
+import os
+
 import pytest
 
 from host_tools import cli
@@ -104,3 +107,30 @@ def test_help_shows_defaults_and_choices(termctl):
     assert "(default: None)" not in out and "(default: False)" not in out
     code, out, _ = termctl("simulate", "--help")
     assert "(default: 30)" in out and "(default: simulate-out)" in out
+
+
+def _record_board(path, pid, port):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"port": port, "pid": pid, "terminal_id": "1a2b3c4d"}))
+
+
+def test_without_a_port_the_one_emulated_board_running_here_is_used(termctl, tmp_path):
+    code, _, err = termctl("status")
+    assert code == 1 and "no emulated board runs here" in err and "--port" in err
+    master, slave = os.openpty()  # a port that exists but where nobody answers
+    try:
+        port = os.ttyname(slave)
+        _record_board(tmp_path / ".termctl" / "emulator.img.run.json", os.getpid(), port)
+        _record_board(tmp_path / "gone.img.run.json", 2**22 + 1, port)  # no such process
+        code, _, err = termctl("status", "--timeout", "0.2")
+        assert code == 1 and err.startswith(f"termctl: {port}: no answer"), err
+        code, out, _ = termctl("ports")
+        assert code == 0 and f"{port}" in out and "emulator.img" in out and "gone" not in out
+        code, out, _ = termctl("ports", "--json")
+        assert json.loads(out)["emulated"][0]["port"] == port
+        _record_board(tmp_path / "rf.img.run.json", os.getpid(), port)
+        code, _, err = termctl("status")
+        assert code == 1 and "2 emulated boards run here" in err
+    finally:
+        os.close(master)
+        os.close(slave)

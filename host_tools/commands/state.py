@@ -20,10 +20,15 @@ class State:
         return Keyring.open(self.keyring_path)
 
     def link(self):
-        """The terminal on --port, opened once; main() closes it."""
+        """The terminal on --port (else $TERMCTL_PORT, else the one emulated board
+        running here), opened once; main() closes it."""
         if self._link is None:
             from host_tools.link import TerminalLink
 
+            if not self.port:
+                from host_tools.ports import default_port
+
+                self.port = default_port()
             ring = Keyring.open(self.keyring_path) if self.keyring_path else None
             self._link = TerminalLink.open(self.port, timeout=self.timeout, keyring=ring)
         return self._link
