@@ -12,6 +12,8 @@ the port and what was expected.
 
 from __future__ import annotations
 
+import os
+import re
 import struct
 import time
 import typing
@@ -49,6 +51,17 @@ def signed_request(auth, cmd, req, counter, args=b""):
     """an authenticated request payload (counter, args, MAC)."""
     msg = bytes((cmd, req & 0xFF, (req >> 8) & 0xFF)) + counter.to_bytes(8, "little") + args
     return msg + auth.sign(msg)
+
+
+def reason(e: Exception) -> str:
+    """An OS error's reason once: pyserial wraps OSError in SerialException, whose text
+    repeats the port and the inner '[Errno 2] ...'; this gives 'No such file or
+    directory'."""
+    errno = getattr(e, "errno", None)
+    if isinstance(errno, int) and errno > 0:
+        return os.strerror(errno)
+    inner = re.search(r"\[Errno (\d+)\]", str(e))  # socket:// and rfc2217:// wrap it in text
+    return os.strerror(int(inner.group(1))) if inner else str(e)
 
 
 def parse_kv(text):
@@ -91,7 +104,7 @@ class TerminalLink:
         try:
             ser = serial.serial_for_url(port, baudrate=115200, timeout=0.02, write_timeout=5)
         except (serial.SerialException, OSError, ValueError) as e:
-            raise ToolError(f"cannot open {port}: {e}") from None
+            raise ToolError(f"cannot open {port}: {reason(e)}") from None
         try:
             ser.reset_input_buffer()
         except (serial.SerialException, OSError):
@@ -121,7 +134,7 @@ class TerminalLink:
             self.ser.write(wire)
             self.bytes_sent += len(wire)
         except (serial.SerialException, OSError) as e:
-            raise ToolError(f"{self.name}: write failed: {e}") from None
+            raise ToolError(f"{self.name}: write failed: {reason(e)}") from None
 
     def _next_req(self) -> int:
         self._req = (self._req + 1) & 0xFFFF
@@ -151,7 +164,7 @@ class TerminalLink:
             try:
                 data = self.ser.read(max(1, min(self.ser.in_waiting, 4096)))
             except (serial.SerialException, OSError) as e:
-                raise ToolError(f"{self.name}: read failed: {e}") from None
+                raise ToolError(f"{self.name}: read failed: {reason(e)}") from None
             if data:
                 quiet = time.monotonic()
                 self.bytes_received += len(data)
@@ -198,8 +211,9 @@ class TerminalLink:
         if seen:
             return (f"{self.name}: answered with something other than the terminal protocol "
                     f"(got {seen[:40]!r}; expected framed terminal replies)")
-        return (f"{self.name}: no answer within {self.timeout:g} s "
-                "(expected the terminal firmware's framed reply)")
+        return (f"{self.name}: no answer within {self.timeout:g} s (expected the terminal "
+                "firmware's framed reply): is the board running there (`termctl ports`), "
+                "and not busy waiting for a card for a sale (up to the sale's --wait)?")
 
     # -- commands -------------------------------------------------------------
 
@@ -273,7 +287,7 @@ class TerminalLink:
         try:
             data = self.ser.read(self.ser.in_waiting) if self.ser.in_waiting else b""
         except (serial.SerialException, OSError) as e:
-            raise ToolError(f"{self.name}: read failed: {e}") from None
+            raise ToolError(f"{self.name}: read failed: {reason(e)}") from None
         self.bytes_received += len(data)
         data, self._rest = self._rest + data, b""
         while True:

@@ -92,7 +92,7 @@ def test_global_options_work_after_the_command_too(termctl):
     before = termctl("--port", "/dev/no-such-port", "status")
     after = termctl("status", "--port", "/dev/no-such-port")
     assert before[0] == after[0] == 1
-    assert after[2].startswith("termctl: cannot open /dev/no-such-port")
+    assert after[2] == "termctl: cannot open /dev/no-such-port: No such file or directory\n"
     assert before[2] == after[2]
     # a subcommand's own option of the same name wins: card present --timeout is its wait
     code, out, _ = termctl("card", "present", "--help")
@@ -123,7 +123,8 @@ def test_without_a_port_the_one_emulated_board_running_here_is_used(termctl, tmp
         _record_board(tmp_path / ".termctl" / "emulator.img.run.json", os.getpid(), port)
         _record_board(tmp_path / "gone.img.run.json", 2**22 + 1, port)  # no such process
         code, _, err = termctl("status", "--timeout", "0.2")
-        assert code == 1 and err.startswith(f"termctl: {port}: no answer"), err
+        assert code == 1 and err.startswith(f"termctl: {port}: no answer within 0.2 s"), err
+        assert "is the board running there" in err and "waiting for a card" in err
         code, out, _ = termctl("ports")
         assert code == 0 and f"{port}" in out and "emulator.img" in out and "gone" not in out
         code, out, _ = termctl("ports", "--json")
@@ -134,3 +135,13 @@ def test_without_a_port_the_one_emulated_board_running_here_is_used(termctl, tmp
     finally:
         os.close(master)
         os.close(slave)
+
+
+def test_port_errors_give_the_reason_once(termctl):
+    import socket
+
+    with socket.socket() as s:  # a TCP port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        url = "socket://127.0.0.1:%d" % s.getsockname()[1]
+    code, _, err = termctl("status", "--port", url)
+    assert (code, err) == (1, f"termctl: cannot open {url}: Connection refused\n")
