@@ -24,15 +24,15 @@ def bench(emulated_board, tmp_path):
     termctl("keys", "push")
     termctl("time", "set", "--now")
     termctl("centre", "add-card", "4980000000000001", "--issuer", "1",
-            "--credit-limit", "200000")
+            "--credit-limit", "200000", "--create")
     termctl("centre", "add-card", "5000000000000009", "--issuer", "3", "--product", "prepaid",
             "--balance", "0")
     return termctl
 
 
 def sale(termctl, amount, token, *extra):
-    return termctl("sale", str(amount), "--token", token, "--wallet", "wallet.json",
-                   "--centre", "centre.db", *extra, ok=(0, 3))
+    return termctl("sale", str(amount), "--token", token, "--centre", "centre.db", *extra,
+                   ok=(0, 3))
 
 
 def test_online_approval_from_the_centre(bench):
@@ -104,8 +104,8 @@ def test_centre_serve_sells_over_rf_answers_online_and_clears(emulated_board, tm
     db = tmp_path / "c.db"
     env = dict(os.environ, TERMCTL_PORT=emu.port)
     subprocess.run([sys.executable, "-m", "host_tools.cli", "centre", "--db", str(db),
-                    "add-card", "4980000000000001", "--credit-limit", "100000"], env=env,
-                   check=True, capture_output=True)
+                    "add-card", "4980000000000001", "--credit-limit", "100000", "--create"],
+                   env=env, check=True, capture_output=True)
     memory = card_memory(issue_card("4980000000000001", 1, "credit", Keyring.open()))
     from host_tools.cardemu import CardEmulator
 

@@ -68,7 +68,7 @@ def test_a_sale_prints_the_approval_code_only_where_it_means_something(board):
 
 def test_online_decisions_show_the_centre_code_or_none(board):
     assert board("centre", "--db", "c.db", "add-card", "4980000000000001",
-                 "--credit-limit", "200000")[0] == 0
+                 "--credit-limit", "200000", "--create")[0] == 0
     assert board("centre", "--db", "c.db", "add-card", "5000000000000009", "--issuer", "3",
                  "--product", "prepaid", "--balance", "0")[0] == 0
     code, out, err = board("sale", "5000", "--token", "4980000000000001", "--centre", "c.db")
@@ -145,3 +145,37 @@ def test_port_errors_give_the_reason_once(termctl):
         url = "socket://127.0.0.1:%d" % s.getsockname()[1]
     code, _, err = termctl("status", "--port", url)
     assert (code, err) == (1, f"termctl: cannot open {url}: Connection refused\n")
+
+
+def test_a_typo_starts_no_centre_and_no_wallet(board, tmp_path, monkeypatch):
+    code, _, err = board("sale", "5000", "--token", "4980000000000001", "--centre", "cnetre.db")
+    assert code == 1 and "no centre database cnetre.db (given)" in err and "--create" in err
+    code, _, err = board("sale", "5000", "--token", "4980000000000001", "--wallet", "walet.json")
+    assert code == 1 and "no wallet walet.json" in err
+    code, _, err = board("card", "present", "--token", "4980000000000001", "--rf-port", "1",
+                         "--wallet", "walet.json")
+    assert code == 1 and "no wallet walet.json" in err
+    monkeypatch.setenv("TERMCTL_CENTRE", "centr.db")
+    code, _, err = board("batch", "pull")
+    assert code == 1 and "no centre database centr.db (named by $TERMCTL_CENTRE)" in err
+    code, _, err = board("centre", "report")
+    assert code == 1 and "centr.db" in err
+    monkeypatch.delenv("TERMCTL_CENTRE")
+    code, _, err = board("centre", "detect")  # the default is started by add-card only
+    assert code == 1 and "no centre database yet" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["board", "keyring.json"]
+
+
+def test_centre_and_wallet_defaults_and_termctl_centre_everywhere(board, tmp_path, monkeypatch):
+    code, _, err = board("centre", "add-card", "4980000000000001")
+    assert code == 0 and "new centre database .termctl/centre.db" in err
+    monkeypatch.setenv("TERMCTL_CENTRE", ".termctl/centre.db")
+    code, out, err = board("sale", "5000", "--token", "4980000000000001")
+    assert code == 0 and out.startswith("APPROVED_ONLINE"), err  # the centre answered
+    assert "new wallet .termctl/wallet.json" in err
+    wallet = json.loads((tmp_path / ".termctl" / "wallet.json").read_text())
+    assert list(wallet["cards"]) == ["4980000000000001"]
+    code, out, err = board("batch", "pull")  # stored in $TERMCTL_CENTRE
+    assert code == 0 and "centre: 1 new" in out, err
+    code, out, err = board("sale", "5000", "--token", "4980000000000001", "--no-centre")
+    assert "APPROVED_ONLINE" not in out and "new wallet" not in err

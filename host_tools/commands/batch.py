@@ -13,7 +13,10 @@ def argparse_batch(sub):
                        "Safe to repeat: the centre de-duplicates by terminal and sequence.")
     bsub = p.add_subparsers(dest="batch_cmd", required=True)
     pull = bsub.add_parser("pull", help="pull, store, acknowledge")
-    pull.add_argument("--centre", default=None, metavar="DB", help="centre database to fill")
+    pull.add_argument("--centre", default=None, metavar="DB",
+                      help="centre database to fill (default: $TERMCTL_CENTRE)")
+    pull.add_argument("--create", action="store_true",
+                      help="start a new --centre database if the file does not exist")
     pull.add_argument("--csv", default=None, help="also write the records as CSV")
     pull.add_argument("--jsonl", default=None, help="also write the records as JSON lines")
     pull.add_argument("--no-ack", action="store_true",
@@ -23,17 +26,22 @@ def argparse_batch(sub):
 def do_batch(state, args):
     from host_tools import recordfile
     from host_tools.centre import Centre
+    from host_tools.statefiles import DEFAULT_CENTRE, named, state_file
     from host_tools.transfer import ack_batch, pull_batch
 
-    if not (args.centre or args.csv or args.jsonl or args.no_ack):
+    centre = None
+    if named(args.centre, "TERMCTL_CENTRE"):
+        path = state_file(args.centre, "TERMCTL_CENTRE", DEFAULT_CENTRE, "centre database",
+                          create=args.create)
+        centre = Centre.for_deployment(path, state.keyring())
+    if not (centre is not None or args.csv or args.jsonl or args.no_ack):
         raise ToolError("batch pull needs somewhere to store the records before they are "
                         "acknowledged: --centre DB, --csv FILE or --jsonl FILE "
                         "(or --no-ack to only look)")
     t = state.link()
     batch = pull_batch(t)
     stored = []
-    if args.centre:
-        centre = Centre.for_deployment(args.centre, state.keyring())
+    if centre is not None:
         inserted, dup = centre.ingest_clearing(batch.terminal_id, batch.records)
         stored.append(f"centre: {inserted} new, {dup} already there")
     if args.csv:

@@ -22,7 +22,11 @@ def argparse_card(sub):
     c.add_argument("--product", default="credit", choices=["credit", "prepaid", "debit"],
                    help="product of a new card")
     c.add_argument("--expiry", default=None, help="card expiry YYYY-MM for a new card")
-    c.add_argument("--wallet", default="wallet.json", help="JSON wallet")
+    c.add_argument("--wallet", default=None,
+                   help="JSON wallet keeping the cards' counters (default: $TERMCTL_WALLET, "
+                   "else .termctl/wallet.json, started on first use)")
+    c.add_argument("--create", action="store_true",
+                   help="start a new --wallet if the file does not exist")
     c.add_argument("--rf-port", type=int, default=None,
                    help="the emulated board's RF UDP port (emulated board)")
     c.add_argument("--card", default="lite-s", choices=["lite-s", "standard"],
@@ -37,11 +41,13 @@ def argparse_card(sub):
 
 def do_card(state, args):
     from host_tools.cardemu import CardEmulator
+    from host_tools.statefiles import DEFAULT_WALLET, state_file
     from host_tools.wallet import Wallet, card_image, card_memory, describe
 
     if not (args.rf_port or args.device):
         raise ToolError("give --rf-port (emulated board) or --device (nfcpy reader)")
-    wallet = Wallet.open(args.wallet)
+    wallet = Wallet.open(state_file(args.wallet, "TERMCTL_WALLET", DEFAULT_WALLET, "wallet",
+                                    create=args.create, may_start=True))
     image = wallet.card(args.token, args.issuer, args.product, state.keyring(), args.expiry)
     memory = card_memory(image, args.card)
     device = args.device or f"udp:127.0.0.1:{args.rf_port}"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
-import os
 import time
 from pathlib import Path
 
@@ -16,9 +16,10 @@ def argparse_centre(sub):
         "centre", help="the centre: cards, blocks, reports, the fraud detector, next list",
         description="The authorisation and clearing centre on SQLite (--db, default "
         "$TERMCTL_CENTRE or .termctl/centre.db). `termctl sale --centre DB` uses it for "
-        "online authorisation and `termctl batch pull --centre DB` fills its clearing.")
-    p.add_argument("--db", default=os.environ.get("TERMCTL_CENTRE", ".termctl/centre.db"),
-                   help="centre database file")
+        "online authorisation and `termctl batch pull --centre DB` fills its clearing. "
+        "A database named by --centre or $TERMCTL_CENTRE that does not exist is refused "
+        "unless --create is given; the default is started by the first `add-card`.")
+    _centre_options(p, top=True)
     csub = p.add_subparsers(dest="centre_cmd", required=True)
     a = csub.add_parser("add-card", help="issue a card/token")
     a.add_argument("token", help="token number, 1-16 letters or digits")
@@ -52,13 +53,29 @@ def argparse_centre(sub):
     n.add_argument("--version", type=int, required=True, help="list version")
     n.add_argument("--day", default=None, help="YYYY-MM-DD (default today)")
     n.add_argument("--board", default="emulator", help="board whose capacity bounds the list")
+    for leaf in csub.choices.values():
+        _centre_options(leaf, top=False)
+
+
+def _centre_options(p, top: bool) -> None:
+    """--centre/--db and --create, before the subcommand or after it."""
+    def d(value):
+        return value if top else argparse.SUPPRESS
+
+    p.add_argument("--centre", "--db", dest="centre", metavar="DB", default=d(None),
+                   help="centre database (default: $TERMCTL_CENTRE, else .termctl/centre.db)")
+    p.add_argument("--create", action="store_true", default=d(False),
+                   help="start a new database if the file does not exist")
 
 
 def do_centre(state, args):
     from host_tools.centre import Centre
+    from host_tools.statefiles import DEFAULT_CENTRE, state_file
 
-    Path(args.db).parent.mkdir(parents=True, exist_ok=True)
-    c = Centre.for_deployment(args.db, state.keyring())
+    path = state_file(args.centre, "TERMCTL_CENTRE", DEFAULT_CENTRE, "centre database",
+                      create=args.create, may_start=args.centre_cmd == "add-card")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    c = Centre.for_deployment(path, state.keyring())
     return _HANDLERS[args.centre_cmd](state, args, c)
 
 

@@ -24,18 +24,34 @@ def argparse_sale(sub):
     p.add_argument("--product", default="credit", choices=["credit", "prepaid", "debit"],
                    help="product of a new card")
     p.add_argument("--expiry", default=None, help="card expiry YYYY-MM for a new card")
-    p.add_argument("--wallet", default=None, help="JSON wallet keeping the card's counters")
-    p.add_argument("--centre", default=None, metavar="DB", help="centre database (SQLite)")
+    p.add_argument("--wallet", default=None,
+                   help="JSON wallet keeping the cards' counters (default: $TERMCTL_WALLET, "
+                   "else .termctl/wallet.json, started on first use)")
+    p.add_argument("--centre", default=None, metavar="DB",
+                   help="centre database answering the online requests (default: "
+                   "$TERMCTL_CENTRE; without one the terminal cannot go online)")
+    p.add_argument("--no-centre", action="store_true",
+                   help="no centre even if $TERMCTL_CENTRE names one")
+    p.add_argument("--create", action="store_true",
+                   help="start a new --centre database or --wallet if the file does not exist")
     p.epilog = "exit status: 0 approved, 3 declined, 1 error"
 
 
 def do_sale(state, args):
     from host_tools.centre import Centre
     from host_tools.pos import run_sale
+    from host_tools.statefiles import DEFAULT_CENTRE, DEFAULT_WALLET, named, state_file
     from host_tools.wallet import Wallet
 
-    wallet = Wallet.open(args.wallet)
-    centre = Centre.for_deployment(args.centre, state.keyring()) if args.centre else None
+    wallet = Wallet.open(None)  # injected cards only: an RF card carries its own counters
+    if args.token:
+        wallet = Wallet.open(state_file(args.wallet, "TERMCTL_WALLET", DEFAULT_WALLET, "wallet",
+                                        create=args.create, may_start=True))
+    centre = None
+    if not args.no_centre and named(args.centre, "TERMCTL_CENTRE"):
+        path = state_file(args.centre, "TERMCTL_CENTRE", DEFAULT_CENTRE, "centre database",
+                          create=args.create)
+        centre = Centre.for_deployment(path, state.keyring())
     t = state.link()
     image = None
     if args.token:
