@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import sys
 
@@ -31,7 +32,7 @@ from host_tools.commands import (
 from host_tools.commands import list as list_
 from host_tools.commands import time as time_
 from host_tools.commands.state import State
-from host_tools.errors import ToolError
+from host_tools.errors import ToolError, did_you_mean
 
 PROG = "termctl"
 
@@ -101,7 +102,17 @@ def _global_options(p, defaults: bool) -> None:
                    help="keyring file (default $TERMCTL_KEYRING or ~/.config/termctl/)")
 
 
-class CommandParser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
+    """argparse, with the nearest names after an invalid choice (`termctl statsu`)."""
+
+    def error(self, message):
+        bad = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if bad:
+            message += did_you_mean(bad.group(1), re.findall(r"'([^']*)'", bad.group(2)))
+        super().error(message)
+
+
+class CommandParser(Parser):
     """A command's parser (and its subcommands'): defaults in the help, and the
     global options accepted after the command name. A command's own option of the
     same name wins (`card present --timeout` is the card's wait)."""
@@ -114,7 +125,7 @@ class CommandParser(argparse.ArgumentParser):
 
 
 def build_parser():
-    ap = argparse.ArgumentParser(
+    ap = Parser(
         prog=PROG, description="Talk to an offline NFC payment terminal: a board on a serial "
         "port or the emulated board.", epilog=EPILOG, formatter_class=TopHelpFormatter)
     _global_options(ap, defaults=True)

@@ -179,3 +179,28 @@ def test_centre_and_wallet_defaults_and_termctl_centre_everywhere(board, tmp_pat
     assert code == 0 and "centre: 1 new" in out, err
     code, out, err = board("sale", "5000", "--token", "4980000000000001", "--no-centre")
     assert "APPROVED_ONLINE" not in out and "new wallet" not in err
+
+
+def test_params_set_tells_what_changed_and_refuses_what_cannot_apply(board):
+    code, out, err = board("params", "set", "floor_limit=9,000", "issuer.3.floor_limit=0")
+    assert code == 1 and "set issuer overrides and global params separately" in err
+    code, out, err = board("params", "set", "floor_limit=9000")
+    assert code == 0, err
+    assert "floor_limit: 10000 -> 9000" in out
+    code, out, err = board("params", "set", "issuer.3.floor_limit=0")
+    assert code == 0 and "issuer.3.floor_limit: inherit -> 0" in out, err
+    code, _, err = board("params", "set", "issuer.9.floor_limit=0")
+    assert code == 1 and "issuer 9 is not in this deployment (issuers 1, 2, 3" in err
+    code, _, err = board("params", "set", "floor_limt=1")
+    assert code == 1 and "unknown parameter 'floor_limt'; did you mean floor_limit?" in err
+    code, _, err = board("params", "set", "issuer.3.flor_limit=1")
+    assert code == 1 and "did you mean floor_limit?" in err
+    code, out, _ = board("params", "show")
+    assert "floor_limit" in out and " 9000 " in out  # nothing above changed it
+
+
+def test_unknown_commands_suggest_the_nearest(termctl):
+    code, _, err = termctl("statsu")
+    assert code == 2 and "did you mean status?" in err
+    code, _, err = termctl("centre", "reprot")
+    assert code == 2 and "did you mean report?" in err

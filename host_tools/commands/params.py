@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from host_tools.errors import ToolError
-
 
 def argparse_params(sub):
     p = sub.add_parser("params", help="show or set the terminal's parameters",
@@ -17,24 +15,19 @@ def argparse_params(sub):
 
 
 def do_params(state, args):
+    from host_tools import paramset
+
+    t = state.link()
     if args.params_cmd == "show":
-        return _show(state.link())
-    changes = parse_assignments(args.assignments)
-    print(f"params set ({state.link().set_params(changes)})")
+        return _show(t)
+    changes = paramset.parse(args.assignments)
+    before = t.params()
+    paramset.check(changes, before, t.keyring.deployment()["issuers"])
+    reply = t.set_params(changes)
+    for line in paramset.changed(before, t.params(), changes):
+        print(line)
+    print(f"params set ({reply})")
     return 0
-
-
-def parse_assignments(assignments: list[str]) -> dict[str, int]:
-    changes = {}
-    for a in assignments:
-        k, eq, v = a.partition("=")
-        if not eq or not k:
-            raise ToolError(f"expected KEY=VALUE, got {a!r}")
-        try:
-            changes[k] = int(v.replace("_", ""))
-        except ValueError:
-            raise ToolError(f"{k}: {v!r} is not an integer") from None
-    return changes
 
 
 def _show(t) -> int:
