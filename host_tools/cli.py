@@ -100,6 +100,9 @@ def _global_options(p, defaults: bool) -> None:
                    help="seconds to wait for each reply (default 3)")
     g.add_argument("--keyring", default=d(None),
                    help="keyring file (default $TERMCTL_KEYRING or ~/.config/termctl/)")
+    g.add_argument("--json", action="store_true", default=d(False),
+                   help="print the result as JSON, numbers as numbers (status, sale, params "
+                   "show, list status, batch pull, centre report, ports)")
 
 
 class Parser(argparse.ArgumentParser):
@@ -144,6 +147,9 @@ def main(argv=None) -> int:
     except SystemExit as e:  # --help, --version, or argparse's usage error (2)
         return e.code if isinstance(e.code, int) else 2
     state = State(args)
+    if args.json and not getattr(args, "json_output", False):
+        print(f"{PROG}: {args.command} has no --json output", file=sys.stderr)
+        return 2
     try:
         return COMMANDS[args.command][1](state, args) or 0
     except ToolError as e:

@@ -5,6 +5,7 @@ pty or subprocess is needed."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 
@@ -54,7 +55,7 @@ def board(termctl, tmp_path, monkeypatch):
 
     monkeypatch.setattr(State, "link", link)
     assert termctl("keys", "push")[0] == 0
-    assert termctl("time", "set", "2026-11-21T09:30:00Z")[0] == 0
+    assert termctl("time", "set", "--now")[0] == 0
     yield termctl
     power_off()
 
@@ -204,3 +205,47 @@ def test_unknown_commands_suggest_the_nearest(termctl):
     assert code == 2 and "did you mean status?" in err
     code, _, err = termctl("centre", "reprot")
     assert code == 2 and "did you mean report?" in err
+
+
+def test_json_output_has_numbers_as_numbers(board):
+    assert board("centre", "add-card", "4980000000000001")[0] == 0
+    code, out, err = board("status", "--json")
+    st = json.loads(out)
+    assert code == 0 and st["max_frame"] > 0 and isinstance(st["heap_used"], int)
+    assert isinstance(st["terminal_id"], str) and len(st["terminal_id"]) == 8
+    code, out, _ = board("--json", "params", "show")
+    params = json.loads(out)
+    assert params["floor_limit"] == 10000 and params["version"] == 0
+    code, out, _ = board("list", "status", "--json")
+    assert json.loads(out)["list_entries"] == 0
+    code, out, err = board("sale", "12,000", "--token", "4980000000000001", "--json",
+                           "--centre", ".termctl/centre.db")
+    sale = json.loads(out)
+    assert code == 0 and sale["outcome"] == "APPROVED_ONLINE" and sale["amount"] == 12000, err
+    assert sale["approval_code"].isdigit() and isinstance(sale["seq"], int)
+    code, out, err = board("batch", "pull", "--json", "--centre", ".termctl/centre.db")
+    pulled = json.loads(out)
+    assert code == 0 and pulled["count"] == 1 and pulled["stored"]["centre"]["new"] == 1, err
+    assert pulled["acknowledged"]
+    today = dt.datetime.now(dt.timezone.utc).date()  # the centre's business day
+    code, out, _ = board("centre", "report", "--json", "--from",
+                         str(today - dt.timedelta(days=1)))
+    days = json.loads(out)
+    assert [d["date"] for d in days] == [str(today - dt.timedelta(days=1)), str(today)]
+    assert days[1]["online_count"] == 1 and days[1]["online_amount"] == 12000
+    assert "day" not in days[0]
+    code, _, err = board("keys", "push", "--json")
+    assert code == 2 and "keys has no --json output" in err
+
+
+def test_centre_report_fits_100_columns_with_thousands_separators(board):
+    board("centre", "add-card", "4980000000000001")
+    for _ in range(2):
+        board("sale", "12,000", "--token", "4980000000000001", "--centre", ".termctl/centre.db")
+    board("batch", "pull", "--centre", ".termctl/centre.db")
+    code, out, _ = board("centre", "report")  # the last seven days
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 2 + 7 and max(map(len, lines)) <= 100
+    today = str(dt.datetime.now(dt.timezone.utc).date())
+    assert lines[-1].startswith(today) and "24,000" in lines[-1]
+    assert "offline_count" not in out and "20413" not in out  # no internal names or days

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from host_tools.commands.common import json_output, print_json
 from host_tools.errors import ToolError
 
 
@@ -21,6 +22,7 @@ def argparse_batch(sub):
     pull.add_argument("--jsonl", default=None, help="also write the records as JSON lines")
     pull.add_argument("--no-ack", action="store_true",
                       help="do not acknowledge (the terminal keeps the records)")
+    json_output(pull)
 
 
 def do_batch(state, args):
@@ -40,19 +42,28 @@ def do_batch(state, args):
                         "(or --no-ack to only look)")
     t = state.link()
     batch = pull_batch(t)
-    stored = []
+    stored: dict = {}
     if centre is not None:
         inserted, dup = centre.ingest_clearing(batch.terminal_id, batch.records)
-        stored.append(f"centre: {inserted} new, {dup} already there")
+        stored["centre"] = {"new": inserted, "already_there": dup}
     if args.csv:
         recordfile.append_csv(args.csv, batch.records)
-        stored.append(f"csv: {args.csv}")
+        stored["csv"] = args.csv
     if args.jsonl:
         recordfile.append_jsonl(args.jsonl, batch.records)
-        stored.append(f"jsonl: {args.jsonl}")
+        stored["jsonl"] = args.jsonl
+    if args.json:
+        acked = None if args.no_ack else ack_batch(t, batch.batch_id)
+        print_json({"batch_id": batch.batch_id, "terminal_id": "%08x" % batch.terminal_id,
+                    "first_seq": batch.first_seq, "count": batch.count,
+                    "wire_bytes": batch.wire_bytes, "seconds": round(batch.seconds, 3),
+                    "stored": stored, "acknowledged": acked})
+        return 0
+    where = [f"centre: {v['new']} new, {v['already_there']} already there" if k == "centre"
+             else f"{k}: {v}" for k, v in stored.items()]
     print(f"batch {batch.batch_id}: {batch.count} records (seq {batch.first_seq}.."
           f"{batch.first_seq + batch.count - 1}), {batch.wire_bytes} bytes on the wire, "
-          f"{batch.seconds:.2f} s; " + "; ".join(stored or ["not stored"]))
+          f"{batch.seconds:.2f} s; " + "; ".join(where or ["not stored"]))
     if not args.no_ack:
         print(f"acknowledged: {ack_batch(t, batch.batch_id)}")
     return 0

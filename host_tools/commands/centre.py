@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import time
 from pathlib import Path
 
-from host_tools.commands.common import board_value
+from host_tools.commands.common import board_value, json_output, print_json
 from host_tools.errors import ToolError
 
 
@@ -34,6 +33,7 @@ def argparse_centre(sub):
     b.add_argument("token", help="token number")
     b.add_argument("--reason", default="reported", help="why, kept with the block")
     r = csub.add_parser("report", help="per day: offline/online counts and amounts, declines")
+    json_output(r)
     r.add_argument("--from", dest="from_day", default=None, help="YYYY-MM-DD (default: 6 days "
                    "before --to)")
     r.add_argument("--to", dest="to_day", default=None, help="YYYY-MM-DD (default today)")
@@ -79,10 +79,9 @@ def do_centre(state, args):
     return _HANDLERS[args.centre_cmd](state, args, c)
 
 
-def _today() -> int:
-    from host_tools.centre import as_day
-
-    return as_day(dt.date.today())
+def _today(c) -> int:
+    """The centre's business day now (UTC plus its cutover), not the host's local date."""
+    return c.day(int(time.time()))
 
 
 def _add_card(state, args, c):
@@ -112,17 +111,27 @@ def _block(state, args, c):
 def _report(state, args, c):
     from host_tools.centre import as_day
 
-    hi = as_day(args.to_day) if args.to_day else _today()
+    hi = as_day(args.to_day) if args.to_day else _today(c)
     lo = as_day(args.from_day) if args.from_day else hi - 6
     rows = c.report(lo, hi)
+    if args.json:
+        print_json([{k: v for k, v in row.items() if k != "day"} for row in rows])
+        return 0
     if not rows:
         print("no days")
         return 0
-    cols = list(rows[0])
-    print("  ".join(f"{k:>14}" for k in cols))
-    for row in rows:
-        print("  ".join(f"{row[k]!s:>14}" for k in cols))
+    print(_REPORT_HEAD)
+    for r in rows:
+        print(f"{r['date']:<10}  {r['offline_count']:>7,} {r['offline_amount']:>13,}  "
+              f"{r['online_count']:>7,} {r['online_amount']:>13,}  "
+              f"{r['offline_declines']:>8,} {r['online_declines']:>7,}  {r['alerts']:>6,}")
     return 0
+
+
+# 81 columns: offline and online approvals (count, yen), declines, alerts per day
+_REPORT_HEAD = (
+    "            -- approved offline --  -- approved online ---  --- declined ---\n"
+    "date          count           yen    count           yen   offline  online  alerts")
 
 
 def _serve(state, args, c):
@@ -135,7 +144,7 @@ def _detect(state, args, c):
     from host_tools.centre import as_day, day_text
     from host_tools.detector import Detector
 
-    day = as_day(args.day) if args.day else _today()
+    day = as_day(args.day) if args.day else _today(c)
     findings = Detector(c).run(day)
     for f in findings:
         print(f"{f.kind:<20} {f.masked_token:<10} issuer {f.issuer}: {f.summary}")
@@ -148,7 +157,7 @@ def _next_list(state, args, c):
     from host_tools.centre import as_day
     from host_tools.detector import Detector
 
-    day = as_day(args.day) if args.day else _today()
+    day = as_day(args.day) if args.day else _today(c)
     nxt = Detector(c).next_negative_list(day)
     key_id = state.keyring().list_key()[0]
     over = {i: len(v) for i, v in nxt.overflow.items() if v}

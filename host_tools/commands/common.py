@@ -3,7 +3,14 @@ the scripted world's options (demo and simulate)."""
 
 from __future__ import annotations
 
+import json
+import re
+
 from host_tools.errors import ToolError
+
+# status fields that look like numbers but are names (a terminal id can be all digits)
+_TEXT_FIELDS = {"terminal_id", "firmware", "board", "platform", "clock"}
+_PAIR = re.compile(r"(\w+)=(-?\d+)$")
 
 
 def yen(text: str) -> int:
@@ -49,3 +56,30 @@ def make_world(args):
                     stolen=args.stolen, seed=args.seed)
     except ValueError as e:
         raise ToolError(str(e)) from None
+
+
+def json_output(p) -> None:
+    """This command prints JSON under the global --json."""
+    p.set_defaults(json_output=True)
+
+
+def print_json(obj) -> None:
+    print(json.dumps(obj, indent=1))
+
+
+def typed(fields: dict[str, str]) -> dict:
+    """A terminal's key=value reply with numbers as numbers: '1024' -> 1024, and
+    '120 overflow=0' -> {'entries': 120, 'overflow': 0} (list_issuer_N)."""
+    out: dict = {}
+    for k, v in fields.items():
+        words = v.split()
+        if k in _TEXT_FIELDS or not words:
+            out[k] = v
+        elif len(words) == 1 and re.fullmatch(r"-?\d+", v):
+            out[k] = int(v)
+        elif re.fullmatch(r"-?\d+", words[0]) and all(_PAIR.match(w) for w in words[1:]):
+            out[k] = {"entries": int(words[0])}
+            out[k].update((m[1], int(m[2])) for m in map(_PAIR.match, words[1:]) if m)
+        else:
+            out[k] = v
+    return out

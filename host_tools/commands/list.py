@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from host_tools.commands.common import board_value, print_kv
+from host_tools.commands.common import board_value, json_output, print_json, print_kv, typed
 from host_tools.errors import ToolError
 
 
@@ -33,7 +33,7 @@ def argparse_list(sub):
                    help="board whose list capacity bounds the list")
     p_push = lsub.add_parser("push", help="send a list file to the terminal and install it")
     p_push.add_argument("file", help="list file from `termctl list build`")
-    lsub.add_parser("status", help="version, entries and quotas on the terminal")
+    json_output(lsub.add_parser("status", help="version, entries and quotas on the terminal"))
 
 
 def do_list(state, args):
@@ -42,7 +42,8 @@ def do_list(state, args):
     if args.list_cmd == "build":
         return _build(state, args)
     if args.list_cmd == "status":
-        print_kv(list_status(state.link()))
+        fields = list_status(state.link())
+        print_json(typed(fields)) if args.json else print_kv(fields)
         return 0
     print(push_list_file(state.link(), args.file))
     return 0

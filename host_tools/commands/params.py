@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from host_tools.commands.common import json_output, print_json
+
 
 def argparse_params(sub):
     p = sub.add_parser("params", help="show or set the terminal's parameters",
                        description="Parameters are integers (amounts in yen). `set` checks "
                        "every value first: one bad value and nothing changes. Authenticated.")
     psub = p.add_subparsers(dest="params_cmd", required=True)
-    psub.add_parser("show", help="list every parameter and its value")
+    json_output(psub.add_parser("show", help="list every parameter and its value"))
     s = psub.add_parser("set", help="set KEY=VALUE ... atomically")
     s.add_argument("assignments", nargs="+", metavar="KEY=VALUE",
                    help="e.g. floor_limit=9000 issuer.3.floor_limit=0")
@@ -19,6 +21,9 @@ def do_params(state, args):
 
     t = state.link()
     if args.params_cmd == "show":
+        if args.json:
+            print_json(t.params())
+            return 0
         return _show(t)
     changes = paramset.parse(args.assignments)
     before = t.params()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+from host_tools.commands.common import json_output, print_json
 
 
 def argparse_ports(sub):
@@ -12,7 +12,7 @@ def argparse_ports(sub):
         ".termctl/ or beside their flash image) and the machine's serial ports. With no "
         "--port and no TERMCTL_PORT, commands use the emulated board running here if "
         "there is exactly one.")
-    p.add_argument("--json", action="store_true", help="print as JSON")
+    json_output(p)
 
 
 def do_ports(state, args):
@@ -21,9 +21,9 @@ def do_ports(state, args):
     boards = running()
     serial = serial_ports()
     if args.json:
-        print(json.dumps({"emulated": [vars(b) for b in boards],
-                          "serial": [{"port": d, "description": desc, "hwid": hw}
-                                     for d, desc, hw in serial]}, indent=1))
+        print_json({"emulated": [vars(b) for b in boards],
+                    "serial": [{"port": d, "description": desc, "hwid": hw}
+                               for d, desc, hw in serial]})
         return 0
     for b in boards:
         print(f"{b.port:<16} emulated board, terminal {b.terminal}, pid {b.pid}, "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from host_tools.commands.common import yen
+from host_tools.commands.common import json_output, print_json, yen
 
 
 def argparse_sale(sub):
@@ -35,6 +35,7 @@ def argparse_sale(sub):
     p.add_argument("--create", action="store_true",
                    help="start a new --centre database or --wallet if the file does not exist")
     p.epilog = "exit status: 0 approved, 3 declined, 1 error"
+    json_output(p)
 
 
 def do_sale(state, args):
@@ -64,5 +65,12 @@ def do_sale(state, args):
     if args.token:
         wallet.store(args.token, result.card_image)
         wallet.save()
-    print(result)
+    if args.json:
+        print_json({"outcome": result.outcome, "approved": result.approved,
+                    "amount": result.amount, "approval_code": result.shown_code or None,
+                    "reasons": result.reasons, "seq": result.seq, "tap_ms": result.tap_ms,
+                    "online_requests": result.online_requests,
+                    "seconds": round(result.seconds, 3)})
+    else:
+        print(result)
     return 0 if result.approved else 3

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import json
-
-from host_tools.commands.common import print_kv
+from host_tools.commands.common import json_output, print_json, print_kv, typed
 
 
 def argparse_status(sub):
     p = sub.add_parser("status", help="show the terminal's status",
                        description="Firmware version, board, heap, flash, clock and versions.")
-    p.add_argument("--json", action="store_true", help="print as JSON")
+    json_output(p)
 
 
 def do_status(state, args):
     st = state.link().status()
     if args.json:
-        print(json.dumps(st, indent=1))
+        print_json(typed(st))
     else:
         print_kv(st)
     return 0
