@@ -155,6 +155,10 @@ def main(argv=None) -> int:
     except ToolError as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # a file the user named: --out into a missing directory, say
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"{PROG}: {where}{e.strerror or e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130

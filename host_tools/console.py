@@ -55,5 +55,5 @@ def serve(link, centre, pull_every: float, wait: float, stdin=None) -> int:
         try:
             print(run_sale(link, amount, None, centre=centre, wait_ms=int(wait * 1000)),
                   flush=True)
-        except ToolError as e:
+        except ToolError as e:  # the terminal said no (no card, journal full, ...): go on
             print(f"sale refused: {e}", flush=True)

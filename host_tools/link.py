@@ -20,7 +20,7 @@ import typing
 
 import serial
 
-from host_tools.errors import ToolError
+from host_tools.errors import LinkError, Refused, ToolError
 from host_tools.keyring import Keyring
 from terminal import frame, protocol
 
@@ -104,7 +104,7 @@ class TerminalLink:
         try:
             ser = serial.serial_for_url(port, baudrate=115200, timeout=0.02, write_timeout=5)
         except (serial.SerialException, OSError, ValueError) as e:
-            raise ToolError(f"cannot open {port}: {reason(e)}") from None
+            raise LinkError(f"cannot open {port}: {reason(e)}") from None
         try:
             ser.reset_input_buffer()
         except (serial.SerialException, OSError):
@@ -134,7 +134,7 @@ class TerminalLink:
             self.ser.write(wire)
             self.bytes_sent += len(wire)
         except (serial.SerialException, OSError) as e:
-            raise ToolError(f"{self.name}: write failed: {reason(e)}") from None
+            raise LinkError(f"{self.name}: write failed: {reason(e)}") from None
 
     def _next_req(self) -> int:
         self._req = (self._req + 1) & 0xFFFF
@@ -164,7 +164,7 @@ class TerminalLink:
             try:
                 data = self.ser.read(max(1, min(self.ser.in_waiting, 4096)))
             except (serial.SerialException, OSError) as e:
-                raise ToolError(f"{self.name}: read failed: {reason(e)}") from None
+                raise LinkError(f"{self.name}: read failed: {reason(e)}") from None
             if data:
                 quiet = time.monotonic()
                 self.bytes_received += len(data)
@@ -184,7 +184,7 @@ class TerminalLink:
                 return self._replies.pop(key)
             got = self.read_frame(deadline)
             if got is None:
-                raise ToolError(self._silence_message())
+                raise LinkError(self._silence_message())
             if len(got) >= 3:
                 self._dispatch(got)
 
@@ -287,7 +287,7 @@ class TerminalLink:
         try:
             data = self.ser.read(self.ser.in_waiting) if self.ser.in_waiting else b""
         except (serial.SerialException, OSError) as e:
-            raise ToolError(f"{self.name}: read failed: {reason(e)}") from None
+            raise LinkError(f"{self.name}: read failed: {reason(e)}") from None
         self.bytes_received += len(data)
         data, self._rest = self._rest + data, b""
         while True:
@@ -301,8 +301,8 @@ class TerminalLink:
     def _check(self, cmd: int, status: int, reply: bytes) -> bytes:
         if status != protocol.OK:
             what = ERROR_NAMES.get(status, f"error {status}")
-            raise ToolError(f"{self.name}: terminal refused ({what}): "
-                            f"{reply.decode(errors='replace')}")
+            raise Refused(f"{self.name}: terminal refused ({what}): "
+                          f"{reply.decode(errors='replace')}", status)
         return reply
 
     def status(self, cached: bool = False) -> dict[str, str]:

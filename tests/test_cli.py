@@ -249,3 +249,24 @@ def test_centre_report_fits_100_columns_with_thousands_separators(board):
     today = str(dt.datetime.now(dt.timezone.utc).date())
     assert lines[-1].startswith(today) and "24,000" in lines[-1]
     assert "offline_count" not in out and "20413" not in out  # no internal names or days
+
+
+def test_os_errors_are_one_line_naming_the_file(board):
+    code, out, err = board("batch", "pull", "--csv", "no-such-dir/batch.csv")
+    assert (code, err) == (1, "termctl: no-such-dir/batch.csv: No such file or directory\n")
+
+
+def test_terminal_refusals_are_link_errors_with_the_status(board):
+    from host_tools.errors import LinkError, Refused
+    from terminal import protocol
+
+    code, _, err = board("params", "set", "floor_limit=-1")
+    assert code == 1 and "terminal refused (invalid value)" in err
+    link = State(cli.build_parser().parse_args(["status"])).link()
+    with pytest.raises(Refused) as refused:
+        link.set_params({"floor_limit": -1})
+    assert refused.value.status == protocol.ERR_INVALID
+    from host_tools.link import TerminalLink
+
+    with pytest.raises(LinkError, match="cannot open /dev/no-such-port"):
+        TerminalLink.open("/dev/no-such-port")
