@@ -12,14 +12,17 @@ terminal.key, unless --keep-key leaves the board's key alone.
 
 from __future__ import annotations
 
+import os
 import secrets
 import subprocess
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from host_tools.build import ROOT, board_values, compile_firmware, venv_tool
 from host_tools.errors import ToolError
+from host_tools.progress import Progress
 
 BOARDS = ROOT / "boards"
 # Drivers of the emulated board only (file-backed flash, nfcpy's UDP link).
@@ -80,14 +83,45 @@ def flash(plan: Plan, port: str, ring, keep_key: bool = False) -> int | None:
             ctr_file.write_bytes(bytes(8))
             cmd += ["fs", "cp", str(ctr_file), ":auth.ctr", "+"]
         cmd += ["reset"]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-        except subprocess.TimeoutExpired:
-            raise ToolError(f"mpremote on {port}: no progress in 300 s") from None
-    if proc.returncode != 0:
-        detail = (proc.stderr or proc.stdout).strip().splitlines()
-        raise ToolError(f"mpremote on {port} failed: "
-                        f"{detail[-1] if detail else 'exit %d' % proc.returncode}")
+        code, detail = _copy(cmd, plan, port)
+    if code != 0:
+        raise ToolError(f"mpremote on {port} failed: {detail or 'exit %d' % code}")
     if tid is not None and key is not None:
         ring.add(tid, key, note=f"{plan.board} on {port}")
     return tid
+
+
+def _copy(cmd: list[str], plan: Plan, port: str, timeout: float = 300) -> tuple[int, str]:
+    """Run mpremote, the bar moving as it names each file it copies ('cp LOCAL
+    :REMOTE'); returns its exit status and its last line."""
+    sizes = {str(local): n for local, _, n in plan.files}
+    env = dict(os.environ, PYTHONUNBUFFERED="1")  # its lines as they happen, not at exit
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env)
+    expired = threading.Event()
+
+    def give_up():
+        expired.set()
+        proc.kill()
+
+    timer = threading.Timer(timeout, give_up)
+    timer.start()
+    last = ""
+    try:
+        with Progress(f"flash {port}", plan.total, "B") as bar:
+            copying = 0
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                last = line.strip() or last
+                words = line.split()
+                if len(words) == 3 and words[0] == "cp":
+                    bar.update(copying)  # the previous file is on the board
+                    copying = sizes.get(words[1], 0)
+            code = proc.wait()
+            if code == 0:
+                bar.update(copying)
+    finally:
+        timer.cancel()
+    if expired.is_set():
+        return code, f"no progress in {timeout:g} s"
+    return code, last

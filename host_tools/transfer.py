@@ -66,11 +66,12 @@ def push_list(link, data: bytes, kind: int, version: int, base_version: int,
                 raise ToolError(f"{link.name}: terminal stopped accepting the list at {offset}")
             bar.update(new - offset)
             offset = new
-    auth = link.authenticator()
-    mac = auth.stream(b"list")
-    mac.update(data)
-    text = link.call_signed(protocol.CMD_LIST_COMMIT, auth.finish(mac),
-                            timeout=max(link.timeout, 60)).decode()
+        auth = link.authenticator()
+        mac = auth.stream(b"list")
+        mac.update(data)
+        with bar.waiting("commit"):  # the terminal checks the MAC and builds its index
+            text = link.call_signed(protocol.CMD_LIST_COMMIT, auth.finish(mac),
+                                    timeout=max(link.timeout, 60)).decode()
     kv = protocol_kv(text)
     return PushSummary(int(kv.get("version", version)), int(kv.get("entries", 0)), len(data),
                        link.bytes_sent - sent0, time.monotonic() - t0, resumed,

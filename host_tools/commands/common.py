@@ -48,6 +48,16 @@ def world_args(p, **defaults) -> None:
     p.add_argument("--fee", type=int, default=5, help="yen per online authorisation")
 
 
+def day_done(bar):
+    """demo.run_policy's say(), called once at the end of each day: the day's line,
+    printed above the bar, and the bar one day on."""
+    def say(text: str) -> None:
+        bar.write(text)
+        bar.update(1)
+
+    return say
+
+
 def make_world(args):
     from host_tools.world import make_world as make
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from host_tools.commands.common import make_world, world_args
+from host_tools.commands.common import day_done, make_world, world_args
 from host_tools.errors import ToolError
 from host_tools.keyring import Keyring
+from host_tools.progress import Progress
 
 
 def argparse_demo(sub):
@@ -64,8 +65,9 @@ def do_demo(state, args):
             fleet = real_fleet(ports, ring, state.timeout, args.nfc)
         else:
             fleet = demo.EmulatedFleet(world.shops, work, ring, rf=not args.inject)
-        with fleet as links:
-            results.append(demo.run_policy(world, policy, links, work, ring, args.fee))
+        with fleet as links, Progress(policy.key, world.days, "days") as bar:
+            results.append(demo.run_policy(world, policy, links, work, ring, args.fee,
+                                           say=day_done(bar)))
     text = demo.report(world, results, args.fee)
     print()
     print(text)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from host_tools.commands.common import make_world, world_args
+from host_tools.commands.common import day_done, make_world, world_args
 from host_tools.keyring import Keyring
+from host_tools.progress import Progress
 
 
 def argparse_simulate(sub):
@@ -45,7 +46,9 @@ def do_simulate(state, args):
         results = []
         for key in ("id", "hardened"):
             print(f"policy: {POLICIES[key].name}", flush=True)
-            results.append(simulate.run(world, POLICIES[key], ring, args.fee, say=print))
+            with Progress(key, world.days, "days") as bar:
+                results.append(simulate.run(world, POLICIES[key], ring, args.fee,
+                                            say=day_done(bar)))
         text = demo.report(world, results, args.fee)
         png = demo.chart(world, results, out / "losses.png")
         rate = sum(r.taps for r in results) / sum(r.seconds for r in results)
