@@ -9,7 +9,7 @@ PORT   ?=
 # -n auto: one pytest worker per core (pytest-xdist); PYTEST_ARGS=-n0 runs serially
 PYTEST_ARGS ?= -n auto
 
-.PHONY: all demo test bench lint flash venv clean help
+.PHONY: all demo test bench lint flash venv clean clean-stubs help
 
 all: help
 
@@ -38,9 +38,11 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 # Each MicroPython port's stubs in a directory of their own (rp2's and esp32's
-# machine.pyi differ), used as mypy's typeshed for the firmware.
+# machine.pyi differ), used as mypy's typeshed for the firmware. Installed once:
+# the venv is only needed to exist (order-only), so a venv rebuilt for a
+# pyproject change does not fetch the stubs again; `make clean-stubs` does.
 STUB_PORTS := rp2 esp32
-build/stubs/%/.installed: $(STAMP)
+build/stubs/%/.installed: | $(STAMP)
 	$(BIN)/python -m pip install --quiet --target build/stubs/$* micropython-$*-stubs
 	touch $@
 
@@ -59,3 +61,6 @@ flash: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .mypy_cache .ruff_cache bench/results
+
+clean-stubs:
+	rm -rf build/stubs

@@ -25,7 +25,7 @@ def argparse_batch(sub):
     json_output(pull)
 
 
-def do_batch(state, args):
+def do_batch(state, args) -> int:
     from host_tools import recordfile
     from host_tools.centre import Centre
     from host_tools.statefiles import DEFAULT_CENTRE, named, state_file
