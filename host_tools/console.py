@@ -14,7 +14,7 @@ from host_tools.errors import ToolError
 
 
 def serve(link, centre, pull_every: float, wait: float, stdin=None) -> int:
-    from host_tools.pos import parse_amount, run_sale
+    from host_tools.pos import SaleCancelled, parse_amount, run_sale
     from host_tools.transfer import ack_batch, pull_batch
 
     stdin = stdin or sys.stdin
@@ -28,7 +28,7 @@ def serve(link, centre, pull_every: float, wait: float, stdin=None) -> int:
 
     link.set_time(int(time.time()))
     print(f"serving terminal {link.status()['terminal_id']} on {link.name}: type an amount "
-          "(yen) for a sale, 'pull' for clearing, 'quit' to stop", flush=True)
+          "(yen) for a sale, 'pull' for clearing, 'quit' (or Ctrl-C) to stop", flush=True)
     next_pull = time.monotonic() + pull_every
     while True:
         ready, _, _ = select.select([stdin], [], [], 1.0)
@@ -52,8 +52,12 @@ def serve(link, centre, pull_every: float, wait: float, stdin=None) -> int:
         except ToolError as e:
             print(f"{e}; or 'pull' or 'quit'", flush=True)
             continue
+        print(f"sale of {amount:,} yen: waiting up to {wait:g} s for a card "
+              "(Ctrl-C cancels the sale)", flush=True)
         try:
             print(run_sale(link, amount, None, centre=centre, wait_ms=int(wait * 1000)),
                   flush=True)
+        except SaleCancelled as e:  # Ctrl-C: the terminal was told; the console goes on
+            print(e, flush=True)
         except ToolError as e:  # the terminal said no (no card, journal full, ...): go on
             print(f"sale refused: {e}", flush=True)

@@ -282,6 +282,24 @@ class TerminalLink:
         self.send_payload(payload)
         return req
 
+    def cancel_sale(self, timeout: float) -> tuple[int, bytes] | None:
+        """Tell the terminal the POS gave up on the sale it is serving (Ctrl-C): a card
+        wait ends at once. Returns the sale's own reply (status, body), read within
+        `timeout` (a sale already past its card wait may still finish, and then its
+        result is the real one), or None if none came."""
+        self.call(protocol.CMD_SALE_CANCEL)
+        key = protocol.CMD_SALE | protocol.REPLY_BIT
+        deadline = time.monotonic() + timeout
+        while True:
+            done = [k for k in self._replies if k[0] == key]
+            if done:
+                return self._replies.pop(done[-1])
+            got = self.read_frame(deadline)
+            if got is None:
+                return None
+            if len(got) >= 3:
+                self._dispatch(got)
+
     def pump(self) -> None:
         """Handle whatever has arrived (events to on_event, replies kept) without waiting."""
         try:

@@ -14,7 +14,7 @@ import struct
 import time
 from dataclasses import dataclass
 
-from host_tools.errors import ToolError
+from host_tools.errors import LinkError, ToolError
 from terminal import decision, protocol, sale, tap
 
 OUTCOMES = {tap.APPROVED_OFFLINE: "APPROVED_OFFLINE", tap.APPROVED_ONLINE: "APPROVED_ONLINE",
@@ -28,6 +28,10 @@ def parse_amount(text: str) -> int:
     if not digits.isdigit():
         raise ToolError(f"not an amount: {text!r} (whole yen, e.g. 5000 or 5,000)")
     return int(digits)
+
+
+class SaleCancelled(ToolError):
+    """The POS cancelled a sale while the terminal waited for a card (Ctrl-C)."""
 
 
 @dataclass
@@ -115,6 +119,10 @@ def run_sale(link, amount: int, card_image: bytes | None, centre=None, wait_ms: 
     link.on_event = on_event
     try:
         reply = link.call_signed(protocol.CMD_SALE, args, timeout=timeout + wait_ms / 1000)
+    except KeyboardInterrupt:
+        if card_image is not None:
+            raise
+        reply = _cancelled(link, timeout)  # Ctrl-C while the terminal waits for a card
     finally:
         link.on_event = old
     final, reasons, code, seq, tap_ms = struct.unpack_from(sale._RES_FMT, reply, 0)
@@ -122,6 +130,19 @@ def run_sale(link, amount: int, card_image: bytes | None, centre=None, wait_ms: 
     return SaleResult(amount, OUTCOMES.get(final, str(final)), reason_names(reasons),
                       code.decode(errors="replace"), seq, tap_ms, image, len(asked),
                       time.monotonic() - t0)
+
+
+def _cancelled(link, timeout: float) -> bytes:
+    """Ctrl-C during a sale: the terminal is told, so it does not stay busy waiting
+    for a card. A sale that had got its card by then finishes: its result stands."""
+    answer = link.cancel_sale(timeout)
+    if answer is None:
+        raise LinkError(f"{link.name}: sale cancelled, but the terminal did not answer "
+                        f"within {timeout:g} s")
+    status, body = answer
+    if status != protocol.OK:
+        raise SaleCancelled(f"sale cancelled: {body.decode(errors='replace')}")
+    return body
 
 
 def sale_over_rf(link, rf_device: str, token: str, card_image: bytes, amount: int,

@@ -122,3 +122,61 @@ def test_centre_serve_sells_over_rf_answers_online_and_clears(emulated_board, tm
     assert "APPROVED_ONLINE" in out  # a new card's first tap goes to the centre
     assert "clearing: batch 1, 1 new" in out
     assert describe(card_image(memory))["last_online_atc"] == 1
+
+
+
+def _read_until(proc, text, timeout=30.0):
+    """Lines from proc.stdout until one holds `text`; fails after timeout."""
+    import select
+    import time
+
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.2)
+        if ready:
+            line = proc.stdout.readline()
+            seen.append(line)
+            if text in line:
+                return seen
+            if not line:
+                break
+    raise AssertionError(f"no {text!r} from the console; got {seen}")
+
+
+def test_ctrl_c_during_a_card_wait_cancels_the_sale_and_keeps_the_console(
+        emulated_board, tmp_path):
+    import signal
+    import time
+
+    from host_tools.demo import free_udp_port
+    from host_tools.link import TerminalLink
+    from host_tools.provision import push_keys
+
+    emu = emulated_board("waiting", rf_port=free_udp_port())
+    with TerminalLink.open(emu.port) as t:
+        push_keys(t, t.keyring)
+    env = dict(os.environ, TERMCTL_PORT=emu.port, TERMCTL_CENTRE=str(tmp_path / "c.db"),
+               PYTHONUNBUFFERED="1")
+    serve = subprocess.Popen([sys.executable, "-m", "host_tools.cli", "centre", "--create",
+                              "serve", "--wait", "60"], env=env, text=True, cwd=tmp_path,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+    try:
+        _read_until(serve, "serving terminal")
+        t0 = time.monotonic()
+        serve.stdin.write("2500\n")
+        serve.stdin.flush()
+        _read_until(serve, "waiting up to 60 s for a card")
+        time.sleep(1.0)  # the terminal is polling its reader now
+        serve.send_signal(signal.SIGINT)
+        assert "card wait cancelled by the host" in _read_until(serve, "sale cancelled")[-1]
+        serve.stdin.write("pull\n")  # the terminal is free: a signed request goes through
+        serve.stdin.flush()
+        assert "clearing: batch" in _read_until(serve, "clearing: batch")[-1]
+        assert time.monotonic() - t0 < 30  # not the 60 s card wait
+        out, err = serve.communicate("quit\n", timeout=30)
+    finally:
+        serve.kill()
+    assert serve.returncode == 0, err
+    assert "Traceback" not in err
