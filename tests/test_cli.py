@@ -8,6 +8,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -270,3 +272,12 @@ def test_terminal_refusals_are_link_errors_with_the_status(board):
 
     with pytest.raises(LinkError, match="cannot open /dev/no-such-port"):
         TerminalLink.open("/dev/no-such-port")
+
+
+def test_termctl_loads_a_commands_libraries_only_when_it_runs():
+    code = ("import sys, host_tools.cli\n"
+            "print(sorted(m for m in ('sqlite3', 'nfc', 'matplotlib', 'tqdm', 'serial')"
+            " if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       check=True)
+    assert r.stdout.strip() == "[]"

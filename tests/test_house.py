@@ -1,5 +1,6 @@
 """The house: the Makefile and .gitignore do what the README promises."""
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -36,3 +37,30 @@ def test_gitignore_covers_what_the_readme_commands_make():
     r = subprocess.run(["git", "check-ignore", "--no-index", *made], cwd=ROOT,
                        capture_output=True, text=True)
     assert sorted(r.stdout.split()) == sorted(made)
+
+
+def _docs():
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def test_every_doc_a_page_names_exists():
+    for page in _docs():
+        for name in set(re.findall(r"docs/([a-z_]+\.md)", page.read_text())):
+            assert (ROOT / "docs" / name).exists(), f"{page.name} names docs/{name}"
+
+
+def test_the_newcomers_pages_speak_to_users_not_to_the_team():
+    internal = re.compile(r"the lead\b|the brief\b|brief's|still to be written|to be written",
+                          re.I)
+    for name in ("README.md", "docs/architecture.md", "docs/domain.md", "docs/centre.md"):
+        text = (ROOT / name).read_text()
+        assert not internal.findall(text), f"{name}: {internal.findall(text)}"
+
+
+def test_the_readme_fences_are_closed_and_termctl_is_explained_before_use():
+    text = (ROOT / "README.md").read_text()
+    fences = [ln for ln in text.splitlines() if ln.lstrip().startswith("```")]
+    assert len(fences) % 2 == 0
+    assert all(ln.strip() == "```" for ln in fences[1::2]), "a closing fence with text after"
+    first_use = re.search(r"^termctl ", text, re.M).start()
+    assert text.index("source .venv/bin/activate") < first_use
