@@ -39,16 +39,20 @@ PROG = "termctl"
 EPILOG = """\
 examples:
   termctl demo                             the incident on emulated boards, two policies
-  termctl emulate --detach                 start an emulated board, print its port
+  termctl emulate --detach                 start an emulated board; the commands below find it
   termctl ports                            the boards running here, the serial ports
   termctl keys push && termctl time set --now
-  termctl status
+  termctl status --json
   termctl params set floor_limit=9000 daily_offline_cap=20000
-  termctl sale 5000 --token 4980000000000001 --wallet wallet.json --centre centre.db
-  termctl batch pull --centre centre.db
+  termctl centre add-card 4980000000000001
+  termctl sale 5,000 --token 4980000000000001 --centre .termctl/centre.db
+  termctl batch pull --centre .termctl/centre.db
   termctl centre next-list --out next.bin --version 2 && termctl list push next.bin
+  termctl emulate --stop
 
-exit status: 0 done, 1 error (one line on stderr), 3 sale declined
+options go before or after the command (termctl status --port /dev/ttyACM0);
+the port is --port, else $TERMCTL_PORT, else the one emulated board running here.
+exit status: 0 done, 1 error (one line on stderr), 2 usage, 3 sale declined
 """
 
 # name: (argparse factory, handler)

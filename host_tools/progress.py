@@ -67,7 +67,7 @@ class Progress:
         t0 = time.monotonic()
 
         def tick():
-            while not stop.wait(0.5 if self._bar is not None else self.interval):
+            while not stop.wait(0.5 if self._bar is not None else min(self.interval, 3600)):
                 with self._lock:
                     if self._bar is not None:
                         self._bar.set_postfix_str(f"{step} {time.monotonic() - t0:.0f} s")

@@ -48,6 +48,10 @@ def world_args(p, **defaults) -> None:
     p.add_argument("--fee", type=int, default=5, help="yen per online authorisation")
 
 
+# Off a terminal the day lines are the periodic lines: no others in between.
+DAY_LINES = float("inf")
+
+
 def day_done(bar):
     """demo.run_policy's say(), called once at the end of each day: the day's line,
     printed above the bar, and the bar one day on."""

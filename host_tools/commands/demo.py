@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from host_tools.commands.common import day_done, make_world, world_args
+from host_tools.commands.common import DAY_LINES, day_done, make_world, world_args
 from host_tools.errors import ToolError
 from host_tools.keyring import Keyring
 from host_tools.progress import Progress
@@ -65,7 +65,7 @@ def do_demo(state, args):
             fleet = real_fleet(ports, ring, state.timeout, args.nfc)
         else:
             fleet = demo.EmulatedFleet(world.shops, work, ring, rf=not args.inject)
-        with fleet as links, Progress(policy.key, world.days, "days") as bar:
+        with fleet as links, Progress(policy.key, world.days, "days", interval=DAY_LINES) as bar:
             results.append(demo.run_policy(world, policy, links, work, ring, args.fee,
                                            say=day_done(bar)))
     text = demo.report(world, results, args.fee)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from host_tools.commands.common import day_done, make_world, world_args
+from host_tools.commands.common import DAY_LINES, day_done, make_world, world_args
 from host_tools.keyring import Keyring
 from host_tools.progress import Progress
 
@@ -46,7 +46,7 @@ def do_simulate(state, args):
         results = []
         for key in ("id", "hardened"):
             print(f"policy: {POLICIES[key].name}", flush=True)
-            with Progress(key, world.days, "days") as bar:
+            with Progress(key, world.days, "days", interval=DAY_LINES) as bar:
                 results.append(simulate.run(world, POLICIES[key], ring, args.fee,
                                             say=day_done(bar)))
         text = demo.report(world, results, args.fee)
