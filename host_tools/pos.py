@@ -117,11 +117,14 @@ def run_sale(link, amount: int, card_image: bytes | None, centre=None, wait_ms: 
     t0 = time.monotonic()
     old = link.on_event
     link.on_event = on_event
+    sent = link.bytes_sent
     try:
         reply = link.call_signed(protocol.CMD_SALE, args, timeout=timeout + wait_ms / 1000)
     except KeyboardInterrupt:
         if card_image is not None:
             raise
+        if link.bytes_sent == sent:  # Ctrl-C before the request left: nothing to cancel
+            raise SaleCancelled("sale cancelled before it reached the terminal") from None
         reply = _cancelled(link, timeout)  # Ctrl-C while the terminal waits for a card
     finally:
         link.on_event = old

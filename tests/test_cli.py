@@ -281,3 +281,17 @@ def test_termctl_loads_a_commands_libraries_only_when_it_runs():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        check=True)
     assert r.stdout.strip() == "[]"
+
+
+def test_ctrl_c_before_a_sale_left_the_host_cancels_nothing(board, monkeypatch):
+    from host_tools.pos import SaleCancelled, run_sale
+
+    link = State(cli.build_parser().parse_args(["status"])).link()
+
+    def interrupted(*args, **kwargs):  # Ctrl-C while the request was being signed
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(link, "call_signed", interrupted)
+    monkeypatch.setattr(link, "cancel_sale", lambda *a: pytest.fail("nothing to cancel"))
+    with pytest.raises(SaleCancelled, match="before it reached the terminal"):
+        run_sale(link, 100, None, wait_ms=1000)
