@@ -7,6 +7,7 @@ answering the terminal's online requests, and the clearing pulled periodically.
 from __future__ import annotations
 
 import select
+import signal
 import sys
 import time
 
@@ -14,10 +15,19 @@ from host_tools.errors import ToolError
 
 
 def serve(link, centre, pull_every: float, wait: float, stdin=None) -> int:
+    stdin = stdin or sys.stdin
+    # Ctrl-C cancels a card wait even when we were started with SIGINT ignored (a
+    # shell's background job or script): the console promises it.
+    old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return _serve(link, centre, pull_every, wait, stdin)
+    finally:
+        signal.signal(signal.SIGINT, old_int)
+
+
+def _serve(link, centre, pull_every: float, wait: float, stdin) -> int:
     from host_tools.pos import SaleCancelled, parse_amount, run_sale
     from host_tools.transfer import ack_batch, pull_batch
-
-    stdin = stdin or sys.stdin
 
     def pull():
         batch = pull_batch(link)
