@@ -83,8 +83,9 @@ def test_next_list_over_quota_withholds_and_says_so_everywhere(bench, tmp_path):
     assert listbuild.decode((tmp_path / "next.bin").read_bytes()).withheld[1] == 1
     assert "online-only: issuers 1" in bench("list", "push", "next.bin")
     assert "withheld=1" in bench("list", "status")
-    head, *rows = bench("centre", "report").splitlines()
-    assert head.split()[-1] == "list_withheld" and rows[-1].split()[-1] == "1"
+    groups, head, *rows = bench("centre", "report").splitlines()
+    assert groups.split()[-1] == "list" and head.split()[-1] == "withheld"
+    assert rows[-1].split()[-1] == "1"
     out = sale(bench, 800, "4980000000000002")  # the card left off the list
     assert "issuer_online_only" in out and not out.startswith("APPROVED_OFFLINE")
 

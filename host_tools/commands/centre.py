@@ -124,14 +124,18 @@ def _report(state, args, c):
     for r in rows:
         print(f"{r['date']:<10}  {r['offline_count']:>7,} {r['offline_amount']:>13,}  "
               f"{r['online_count']:>7,} {r['online_amount']:>13,}  "
-              f"{r['offline_declines']:>8,} {r['online_declines']:>7,}  {r['alerts']:>6,}")
+              f"{r['offline_declines']:>8,} {r['online_declines']:>7,}  {r['alerts']:>6,}"
+              f"  {r['list_withheld']:>8,}")
     return 0
 
 
-# 81 columns: offline and online approvals (count, yen), declines, alerts per day
+# 91 columns: offline and online approvals (count, yen), declines, alerts per day, and
+# the entries the day's next list withheld over issuers' quotas (online-only issuers)
 _REPORT_HEAD = (
-    "            -- approved offline --  -- approved online ---  --- declined ---\n"
-    "date          count           yen    count           yen   offline  online  alerts")
+    "            -- approved offline --  -- approved online ---  --- declined ---"
+    "          list\n"
+    "date          count           yen    count           yen   offline  online  alerts"
+    "  withheld")
 
 
 def _serve(state, args, c):
