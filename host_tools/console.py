@@ -16,7 +16,7 @@ from host_tools.errors import ToolError
 
 def serve(link, centre, pull_every: float, wait: float, stdin=None) -> int:
     stdin = stdin or sys.stdin
-    # Ctrl-C cancels a card wait even when we were started with SIGINT ignored (a
+    # Ctrl-C cancels a sale even when we were started with SIGINT ignored (a
     # shell's background job or script): the console promises it.
     old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
@@ -63,11 +63,11 @@ def _serve(link, centre, pull_every: float, wait: float, stdin) -> int:
             print(f"{e}; or 'pull' or 'quit'", flush=True)
             continue
         print(f"sale of {amount:,} yen: waiting up to {wait:g} s for a card "
-              "(Ctrl-C cancels the sale)", flush=True)
+              "(Ctrl-C cancels the sale; the terminal ends its card wait first)", flush=True)
         try:
             print(run_sale(link, amount, None, centre=centre, wait_ms=int(wait * 1000)),
                   flush=True)
-        except SaleCancelled as e:  # Ctrl-C: the terminal was told; the console goes on
+        except SaleCancelled as e:  # Ctrl-C: the sale is over; the console goes on
             print(e, flush=True)
         except ToolError as e:  # the terminal said no (no card, journal full, ...): go on
             print(f"sale refused: {e}", flush=True)

@@ -283,11 +283,10 @@ class TerminalLink:
         return req
 
     def cancel_sale(self, timeout: float) -> tuple[int, bytes] | None:
-        """Tell the terminal the POS gave up on the sale it is serving (Ctrl-C): a card
-        wait ends at once. Returns the sale's own reply (status, body), read within
-        `timeout` (a sale already past its card wait may still finish, and then its
-        result is the real one), or None if none came."""
-        self.call(protocol.CMD_SALE_CANCEL)
+        """The POS gave up on the sale the terminal is serving (Ctrl-C): read the sale's
+        own reply (status, body) within `timeout`, or None if none came, so that no
+        late reply is left on the line. The terminal answers when its card wait ends
+        (or at once, when a card was read meanwhile: then the result is the real one)."""
         key = protocol.CMD_SALE | protocol.REPLY_BIT
         deadline = time.monotonic() + timeout
         while True:

@@ -125,7 +125,8 @@ def run_sale(link, amount: int, card_image: bytes | None, centre=None, wait_ms: 
             raise
         if link.bytes_sent == sent:  # Ctrl-C before the request left: nothing to cancel
             raise SaleCancelled("sale cancelled before it reached the terminal") from None
-        reply = _cancelled(link, timeout)  # Ctrl-C while the terminal waits for a card
+        left = max(0.0, wait_ms / 1000 - (time.monotonic() - t0))
+        reply = _cancelled(link, timeout + left)  # Ctrl-C while the terminal waits for a card
     finally:
         link.on_event = old
     final, reasons, code, seq, tap_ms = struct.unpack_from(sale._RES_FMT, reply, 0)
@@ -136,8 +137,11 @@ def run_sale(link, amount: int, card_image: bytes | None, centre=None, wait_ms: 
 
 
 def _cancelled(link, timeout: float) -> bytes:
-    """Ctrl-C during a sale: the terminal is told, so it does not stay busy waiting
-    for a card. A sale that had got its card by then finishes: its result stands."""
+    """Ctrl-C during a sale's card wait: the host stops waiting for a card, but not
+    for the terminal's answer, so the link stays in step and the sale is accounted
+    for. The terminal's card wait cannot be cut short yet (the firmware reads no
+    request while it polls its reader); a card read meanwhile makes a real sale,
+    whose result stands."""
     answer = link.cancel_sale(timeout)
     if answer is None:
         raise LinkError(f"{link.name}: sale cancelled, but the terminal did not answer "

@@ -136,10 +136,9 @@ class FelicaCards:
             self._second = mv[IDM_LEN + 64 : IDM_LEN + 96]
             self._blocks = [mv[IDM_LEN + 16 * b : IDM_LEN + 16 * b + 16] for b in range(6)]
 
-    def read(self, raw, wait_ms, stop=None):
+    def read(self, raw, wait_ms):
         """Poll until a card of the profile's system is read into raw (IDm, blocks
-        0-5): True; False when wait_ms passes first, or when stop(), called between
-        polls, says the host cancelled the wait."""
+        0-5): True; False when wait_ms passes first."""
         self._views(raw)
         felica = self.felica
         self.last_error = NO_ERROR
@@ -169,7 +168,7 @@ class FelicaCards:
                 self._failed(e, READ_FAILED)
                 if not self.reader_ok:
                     return False
-            if ticks_diff(ticks_ms(), start) >= wait_ms or (stop is not None and stop()):
+            if ticks_diff(ticks_ms(), start) >= wait_ms:
                 return False
 
     def write(self, raw, slot):

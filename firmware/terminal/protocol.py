@@ -36,8 +36,6 @@ CMD_BATCH_READ = const(0x05)
 # What a host needs before a signed request, in 15 bytes: terminal id u32,
 # provisioned u8, max frame u16, last accepted counter u64 (STATUS is ~800 bytes).
 CMD_IDENT = const(0x06)
-# Ends a sale's card wait (the POS gave up): the sale is answered "cancelled".
-CMD_SALE_CANCEL = const(0x07)
 # State-changing: counter + MAC.
 AUTH_MIN = const(0x10)
 CMD_TIME_SET = const(0x10)

@@ -10,11 +10,6 @@
 
 A card image is terminal.card's: the card's IDm, then its blocks 0-5.
     ONLINE_RESULT (signed)  event seq u16, approved u8, approval code (6)
-    SALE_CANCEL  -> "cancelled" while a sale waits for a card (the sale is then
-        answered ERR_STATE "card wait cancelled"), else "no sale is waiting"
-
-While a sale waits for a card the terminal still answers queries (STATUS...);
-a signed request gets ERR_STATE "busy", and SALE_CANCEL ends the wait.
 
 When the decision is GO_ONLINE and the centre is reachable, the terminal sends
 an ONLINE_REQUEST event and waits params online_timeout_ms for the host's
@@ -68,9 +63,6 @@ class Sales:
         h = service.handlers
         h[protocol.CMD_SALE] = self.do_sale
         h[protocol.CMD_ONLINE_RESULT] = self.do_online_result
-        h[protocol.CMD_SALE_CANCEL] = self.do_cancel
-        self._cancel_req = -1  # req of a SALE_CANCEL that ended the card wait
-        self._stop = self._host_asks  # bound once: the card wait calls it every poll
 
     def do_sale(self, args):
         if len(args) < 9:
@@ -103,14 +95,9 @@ class Sales:
             tap.raw[:] = args[9:]
         elif self.card_source is None:
             return protocol.ERR_STATE, "no NFC reader on this terminal: give the card image"
-        elif not self.card_source.read(tap.raw, wait_ms, self._stop):
+        elif not self.card_source.read(tap.raw, wait_ms):
             cs = self.card_source
             cs.release()
-            if self._cancel_req >= 0:
-                self.svc.link.reply(protocol.CMD_SALE_CANCEL, self._cancel_req, protocol.OK,
-                                    "cancelled")
-                self._cancel_req = -1
-                return protocol.ERR_STATE, "card wait cancelled by the host"
             return protocol.ERR_STATE, "no card presented within %d ms%s" % (
                 wait_ms, cs.WHY[cs.last_error] if hasattr(cs, "WHY") else "")
         else:
@@ -168,28 +155,6 @@ class Sales:
         if self._answer is None:
             self.online_timeouts += 1
         return self._answer
-
-    def _host_asks(self):
-        """Between card polls: answer what the host sent; True if it cancelled."""
-        link = self.svc.link
-        if not link.port.wait(0) and not link.rx.pending():
-            return False
-        kind, payload = link.poll(0)
-        if kind != frame.FRAME or len(payload) < 3:
-            return False
-        cmd = payload[0]
-        if cmd == protocol.CMD_SALE_CANCEL:
-            self._cancel_req = protocol.u16(payload, 1)
-            return True
-        if protocol.is_authenticated(cmd):
-            link.reply(cmd, protocol.u16(payload, 1), protocol.ERR_STATE,
-                       "busy: a sale is waiting for a card")
-        else:
-            self.svc.handle(payload)
-        return False
-
-    def do_cancel(self, args):
-        return protocol.OK, "no sale is waiting for a card"
 
     def do_online_result(self, args):
         if len(args) != 9:
