@@ -17,6 +17,13 @@ HEAP_SIZE = 256 * 1024
 # image holds a 1,000,000-entry negative list.
 FLASH_SIZE = 16 * 1024 * 1024
 FLASH_BLOCK_SIZE = 4096
+# NOR semantics and timings as the ESP32-S3 module's chip (boards/esp32s3_pn532.py).
+FLASH_CHIP = "W25Q128JV class (quad SPI NOR, 128 Mbit)"
+FLASH_PAGE_SIZE = 256
+FLASH_PROG_SIZE = 1
+FLASH_PAGE_PROGRAM_US = (400, 3000)
+FLASH_SECTOR_ERASE_US = (45000, 400000)
+FLASH_BLOCK_ERASE_US = (150000, 2000000)
 # Host link: largest frame payload either side sends or accepts.
 MAX_FRAME = 1024
 # Capacities of the fixed-size tables.

@@ -35,7 +35,19 @@ HEAP_SIZE = 512 * 1024
 # The stock ESP32_GENERIC_S3 images carry the 8 MiB table (vfs 6 MiB): write
 # the 16 MiB table with the firmware (docs/boards.md, "Flashing").
 FLASH_SIZE = 14 * 1024 * 1024
-FLASH_BLOCK_SIZE = 4096
+FLASH_BLOCK_SIZE = 4096  # LittleFS block = the chip's 4 KB sector, its smallest erase
+# The chip (docs/boards.md, "Flash"): the module datasheet (ESP32-S3-WROOM-1/1U
+# v1.3, 1.1 Features) gives "16 MB Quad SPI flash" without naming the part: a 3.3 V
+# 128 Mbit quad SPI NOR, 256-byte pages, 4 KB sectors. Modelled as Winbond's
+# W25Q128JV (datasheet rev. F, 9.6 AC Electrical Characteristics): tPP 0.4 ms typ,
+# 3 ms max; tSE 45 / 400 ms; tBE2 150 / 2,000 ms, the same as the Pico's W25Q16JV.
+FLASH_CHIP = "W25Q128JV class (quad SPI NOR, 128 Mbit)"
+FLASH_PAGE_SIZE = 256
+# esp_partition_write splits a write into page programs itself: any alignment.
+FLASH_PROG_SIZE = 1
+FLASH_PAGE_PROGRAM_US = (400, 3000)
+FLASH_SECTOR_ERASE_US = (45000, 400000)
+FLASH_BLOCK_ERASE_US = (150000, 2000000)
 # Host link: largest frame payload either side sends or accepts.
 MAX_FRAME = 1024
 # Capacities. Flash budget of the 14 MB: a full list of 1,000,000 entries is

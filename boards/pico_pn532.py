@@ -26,7 +26,19 @@ HEAP_SIZE = 192 * 1024
 # LittleFS at the top of flash: MICROPY_HW_FLASH_STORAGE_BYTES = 1408 KB for
 # RPI_PICO (ports/rp2/mpconfigport.h); the firmware image takes the rest.
 FLASH_SIZE = 1408 * 1024
-FLASH_BLOCK_SIZE = 4096
+FLASH_BLOCK_SIZE = 4096  # LittleFS block = the chip's 4 KB sector, its smallest erase
+# The chip (docs/boards.md, "Flash"): Winbond W25Q16JV, datasheet rev. H, 9.6 AC
+# Electrical Characteristics: tPP page program 0.4 ms typical, 3 ms max; tSE 4 KB
+# sector erase 45 / 400 ms; tBE2 64 KB block erase 150 / 2,000 ms. A program may
+# only clear bits, within one 256-byte page (8.2.13 Page Program).
+FLASH_CHIP = "W25Q16JV"
+FLASH_PAGE_SIZE = 256
+# The RP2040's ROM flash_range_program takes whole, aligned 256-byte pages (hence
+# progsize=256 in MicroPython's rp2 _boot.py): the journal programs whole pages too.
+FLASH_PROG_SIZE = 256
+FLASH_PAGE_PROGRAM_US = (400, 3000)
+FLASH_SECTOR_ERASE_US = (45000, 400000)
+FLASH_BLOCK_ERASE_US = (150000, 2000000)
 # Host link: largest frame payload either side sends or accepts.
 MAX_FRAME = 1024
 # Capacities. Flash budget of the 1408 KB: a full negative list of 100,000

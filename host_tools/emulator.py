@@ -4,11 +4,15 @@
         print(emu.port)                             # /dev/pts/N: open it with pyserial
 
 The firmware runs under the board's heap cap (`micropython -X heapsize=..`),
-on a LittleFS2 image in a file (formatted on first boot, kept across
-restarts), with its stdin/stdout on the master side of a pty; host tools open
-the slave path exactly like /dev/ttyACM0. The terminal key is generated
-beside the image at first start (`<image>.key`) and added to the keyring.
+on a NOR flash image in a file holding LittleFS2 (drivers/filebdev.py: made
+erased and formatted when the file does not exist, kept across restarts), with
+its stdin/stdout on the master side of a pty; host tools open the slave path
+exactly like /dev/ttyACM0. The terminal key is generated beside the image at
+first start (`<image>.key`) and added to the keyring.
 
+An existing image that does not mount is refused unless format_image=True: never
+formatted silently. One image runs one board at a time: the launcher holds a
+lock on `<image>.lock` (with its pid and port in it) while the board runs.
 Stopping sends SIGINT: the firmware leaves its loop and unmounts the flash.
 """
 
@@ -37,6 +41,10 @@ ROOT = Path(__file__).resolve().parent.parent
 FIRMWARE = ROOT / "firmware"
 BOARDS = ROOT / "boards"
 DEFAULT_FLASH = Path(".termctl") / "emulator.img"
+# Below this no board file boots the firmware (its code alone is ~120 KB on the
+# unix port): refused before starting, instead of MicroPython's "FATAL: uncaught NLR".
+MIN_HEAP = 64 * 1024
+_REFUSED = 3  # drivers/unix_flash.py: the image does not mount, no --format
 
 
 def micropython_binary() -> str:
@@ -63,14 +71,69 @@ def parse_size(text: str) -> int:
         raise ToolError(f"bad size {text!r} (use bytes, or a number with k or m)") from None
 
 
+def check_image(flash: Path) -> None:
+    """One-line errors for an image path that cannot be a flash image."""
+    if flash.is_dir():
+        raise ToolError(f"{flash}: is a directory, not a flash image file")
+    if flash.exists() and not flash.is_file():
+        raise ToolError(f"{flash}: not a regular file, so not a flash image")
+    if not flash.exists() and flash.parent.exists() and not flash.parent.is_dir():
+        raise ToolError(f"{flash.parent}: not a directory")
+
+
+def check_heap(heap: int, board: str) -> None:
+    if heap < MIN_HEAP:
+        raise ToolError(f"--heap {heap} bytes is too small to boot the firmware (at least "
+                        f"{MIN_HEAP // 1024}k; board {board} has {board_heap(board) // 1024}k)")
+
+
+def lock_path(flash: Path) -> Path:
+    return Path(str(flash) + ".lock")
+
+
+def image_user(flash: Path) -> str:
+    """Who runs the image, from its lock file: 'pid N on PORT' (or what is known)."""
+    try:
+        info = json.loads(lock_path(flash).read_text() or "{}")
+    except (OSError, ValueError):
+        info = {}
+    pid, port = info.get("pid"), info.get("port")
+    return (f"pid {pid}" if pid else "another process") + (f" on {port}" if port else "")
+
+
+def check_free(flash: Path) -> None:
+    """ToolError if an emulated board runs on this image now."""
+    path = lock_path(flash)
+    if not path.exists():
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise ToolError(_in_use(flash)) from None
+    finally:
+        os.close(fd)
+
+
+def _in_use(flash: Path) -> str:
+    return (f"{flash} is in use by the emulated board {image_user(flash)}: one image runs "
+            f"one board (stop it with `termctl emulate --flash {flash} --stop`)")
+
+
 class Emulator:
     def __init__(self, board: str = "emulator", flash: str | Path | None = None,
                  heap: int | None = None, keyring: Keyring | None = None,
                  log: str | Path | None = None, rf_port: int | None = None,
-                 rf_driver: str = "pn532"):
+                 rf_driver: str = "pn532", format_image: bool = False,
+                 strict_flash: bool | None = None):
         self.board = board
         self.heap = heap or board_heap(board)
         self.flash = Path(flash or DEFAULT_FLASH).resolve()
+        self.format = format_image  # format the image if it does not mount (else refused)
+        if strict_flash is None:  # the tests set it: a NOR violation fails the program
+            strict_flash = os.environ.get("TERMCTL_FLASH_STRICT") == "1"
+        self.strict_flash = strict_flash
+        self._lock = -1
         self.key_path = Path(str(self.flash) + ".key")
         self.log_path = Path(log) if log else Path(str(self.flash) + ".log")
         self.keyring = keyring
@@ -112,7 +175,43 @@ class Emulator:
 
     # -- life cycle ---------------------------------------------------------------
 
+    def _take_lock(self) -> None:
+        # Held (flock) for as long as this board runs; the kernel drops it if we die.
+        check_image(self.flash)
+        try:
+            self.flash.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock_path(self.flash), os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise ToolError(f"{self.flash}: cannot use this path ({e.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ToolError(_in_use(self.flash)) from None
+        self._lock = fd
+        self._note_lock()
+
+    def _note_lock(self) -> None:
+        os.ftruncate(self._lock, 0)
+        os.pwrite(self._lock, json.dumps({"pid": os.getpid(), "port": self.port}).encode(), 0)
+
+    def _drop_lock(self) -> None:
+        if self._lock >= 0:
+            os.close(self._lock)
+            self._lock = -1
+
     def start(self, ready_timeout: float = 20.0) -> Emulator:
+        check_heap(self.heap, self.board)
+        self._take_lock()
+        try:
+            self._start(ready_timeout)
+        except BaseException:
+            self._drop_lock()
+            raise
+        return self
+
+    def _start(self, ready_timeout: float) -> None:
+        new = not self.flash.exists()
         self._ensure_key()
         master, slave = pty.openpty()
         tty.setraw(slave)
@@ -134,6 +233,12 @@ class Emulator:
             cmd += ["--nfc-udp", f"127.0.0.1:{self.rf_port}"]
         elif self.rf_port:
             cmd += ["--nfc-uart", self._start_pn532()]
+        if self.format:
+            cmd += ["--format", "1"]
+        elif new:  # a new board: its flash arrives erased and is formatted once
+            cmd += ["--format", "new"]
+        if self.strict_flash:
+            cmd += ["--flash-strict", "1"]
         env = dict(os.environ, MICROPYPATH=f"{build}:.frozen")
         t0 = time.monotonic()
         self._log = open(self.log_path, "ab")
@@ -144,7 +249,7 @@ class Emulator:
         os.close(master)
         self._wait_ready(ready_timeout)
         self.boot_ms = (time.monotonic() - t0) * 1000
-        return self
+        self._note_lock()
 
     def _wait_ready(self, timeout: float) -> None:
         from host_tools.link import TerminalLink
@@ -154,8 +259,7 @@ class Emulator:
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 self._close_fds()
-                raise ToolError(f"emulated board exited with code {self.proc.returncode} "
-                                f"during boot: {self.log_tail()}")
+                raise ToolError(self._boot_failure(self.proc.returncode))
             try:
                 with TerminalLink.open(self.port, timeout=0.3, keyring=self.keyring) as link:
                     link.status()
@@ -164,6 +268,24 @@ class Emulator:
                 last = str(e)
         self.stop()
         raise ToolError(f"emulated board not ready after {timeout:g} s: {last}")
+
+    def _boot_failure(self, code: int) -> str:
+        # One line: the firmware's own refusal, or what the unix port's exit means.
+        lines = self._log_lines()
+        if code == _REFUSED and lines and lines[-1].startswith("flash: "):
+            return lines[-1][len("flash: "):]
+        text = " ".join(lines[-20:])
+        if "MemoryError" in text or "uncaught NLR" in text:
+            return (f"emulated board ran out of memory while booting under a {self.heap}-byte "
+                    f"heap (--heap; board {self.board} has {board_heap(self.board)}): "
+                    "MemoryError")
+        return f"emulated board exited with code {code} during boot: {self.log_tail()}"
+
+    def _log_lines(self) -> list[str]:
+        try:
+            return self.log_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return []
 
     def log_tail(self, n: int = 5) -> str:
         try:
@@ -188,6 +310,7 @@ class Emulator:
                     self.proc.wait()
             code = self.proc.returncode
         self._close_fds()
+        self._drop_lock()
         return code
 
     def kill(self) -> None:
@@ -196,6 +319,7 @@ class Emulator:
             self.proc.kill()
             self.proc.wait()
         self._close_fds()
+        self._drop_lock()
 
     def _start_pn532(self) -> str:
         """The emulated PN532 on a pty, its RF side on the card's UDP port, its time
@@ -243,8 +367,10 @@ def serve(emu: Emulator, announce=print) -> int:
         stopping.append(signum)
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    started = False
     try:
         emu.start()
+        started = True  # this board owns the image: its state file is ours to remove
         state_path(emu.flash).write_text(json.dumps(
             {"port": emu.port, "pid": os.getpid(), "terminal_id": "%08x" % emu.terminal_id}))
         announce(emu)
@@ -258,19 +384,27 @@ def serve(emu: Emulator, announce=print) -> int:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-        try:
-            state_path(emu.flash).unlink()
-        except FileNotFoundError:
-            pass
+        if started:
+            try:
+                state_path(emu.flash).unlink()
+            except FileNotFoundError:
+                pass
 
 
 def detach(board: str, flash: Path, heap: int | None, timeout: float = 30.0,
-           rf_port: int | None = None, rf_driver: str = "pn532") -> dict:
+           rf_port: int | None = None, rf_driver: str = "pn532",
+           format_image: bool = False) -> dict:
     """Start `termctl emulate` in the background; returns {port, pid, ...} once ready."""
+    flash = Path(flash).resolve()
+    check_image(flash)
+    check_heap(heap or board_heap(board), board)
+    check_free(flash)
     cmd = [sys.executable, "-m", "host_tools.cli", "emulate", "--board", board,
            "--flash", str(flash), "--announce-json"]
     if heap:
         cmd += ["--heap", str(heap)]
+    if format_image:
+        cmd += ["--format"]
     if rf_port:
         cmd += ["--rf-port", str(rf_port), "--rf-driver", rf_driver]
     Path(flash).resolve().parent.mkdir(parents=True, exist_ok=True)
@@ -284,8 +418,10 @@ def detach(board: str, flash: Path, heap: int | None, timeout: float = 30.0,
     if not line:
         proc.wait(timeout)
         tail = Path(str(Path(flash).resolve()) + ".launcher.log").read_text().strip()
-        raise ToolError("emulated board failed to start: "
-                        + (tail.splitlines()[-1] if tail else f"exit {proc.returncode}"))
+        last = tail.splitlines()[-1] if tail else f"exit {proc.returncode}"
+        prefix = "termctl: "
+        raise ToolError(last[len(prefix):] if last.startswith(prefix)
+                        else "emulated board failed to start: " + last)
     return json.loads(line)
 
 

@@ -26,8 +26,8 @@ from host_tools.progress import Progress
 
 BOARDS = ROOT / "boards"
 # Drivers of the emulated board only (file-backed flash, nfcpy's UDP link).
-UNIX_ONLY = {"drivers/unix_platform.mpy", "drivers/filebdev.mpy", "drivers/nfc_udp.mpy",
-             "drivers/ptyuart.mpy"}
+UNIX_ONLY = {"drivers/unix_platform.mpy", "drivers/unix_flash.mpy", "drivers/filebdev.mpy",
+             "drivers/nfc_udp.mpy", "drivers/ptyuart.mpy"}
 
 
 @dataclass

@@ -123,6 +123,7 @@ class Batch:
     records: list[dict] = field(default_factory=list)
     wire_bytes: int = 0
     seconds: float = 0.0
+    epoch: int = 0  # the terminal journal's epoch: every record of a batch has it
 
 
 def pull_batch(link, label: str = "batch pull") -> Batch:
@@ -153,7 +154,7 @@ def pull_batch(link, label: str = "batch pull") -> Batch:
     if not protocol.equal_time(auth.finish(mac), reply[12:]):
         raise ToolError(f"{link.name}: batch {batch_id} fails its MAC: not stored, not "
                         "acknowledged (pull again)")
-    records = []
+    records: list[dict] = []
     for i in range(count):
         try:
             rec = decode(bytes(raw[i * RECORD_SIZE:(i + 1) * RECORD_SIZE]))
@@ -165,10 +166,15 @@ def pull_batch(link, label: str = "batch pull") -> Batch:
             raise ToolError(f"{link.name}: batch {batch_id} record {i} is terminal "
                             f"{rec['terminal_id']:08x} seq {rec['seq']}, expected "
                             f"{tid:08x} seq {first + i}")
+        epoch = records[0]["epoch"] if records else rec["epoch"]
+        if rec["epoch"] != epoch or not epoch:  # a journal draws one, never 0
+            raise ToolError(f"{link.name}: batch {batch_id} record {i} has journal epoch "
+                            f"{rec['epoch']:08x}, not the batch's: not stored, not "
+                            "acknowledged")
         records.append(rec)
     return Batch(tid, batch_id, first, count, records,
                  (link.bytes_sent - sent0) + (link.bytes_received - recv0),
-                 time.monotonic() - t0)
+                 time.monotonic() - t0, records[0]["epoch"] if records else 0)
 
 
 def ack_batch(link, batch_id: int) -> str:

@@ -191,13 +191,54 @@ def test_a_bad_record_stores_nothing_of_its_batch(centre):
     assert centre.clearing() == []
 
 
-def test_conflicting_duplicate_raises_an_alert(centre):
+def test_conflicting_duplicate_is_not_stored_and_the_batch_not_acknowledgeable(centre):
+    # issue 12 item 2: the centre never lets a terminal free records it did not store
     centre.ingest_clearing(T1, [record(1)])
     changed = record(1, amount=100, offline_amount_today=9800, offline_amount_since_online=9800)
-    assert centre.ingest_clearing(T1, [changed]) == (0, 1)
+    with pytest.raises(ToolError, match=r"1 record\(s\) \(seq 1\) differ from the centre's "
+                       r"copy: not stored, so the batch must not be acknowledged \(1 new"):
+        centre.ingest_clearing(T1, [changed, record(2)])
     (a,) = centre.alerts(kind="clearing_conflict")
-    assert a["detail"] == {"seq": 1, "fields": ["amount"]}
-    assert centre.clearing(T1)[0]["amount"] == 9800  # the first copy stands
+    assert a["detail"] == {"epoch": 0, "seq": 1, "fields": ["amount"]}
+    rows = centre.clearing(T1)
+    assert [(r["seq"], r["amount"]) for r in rows] == [(1, 9800), (2, 9800)]  # first copy stands
+
+
+def test_records_are_known_by_terminal_epoch_and_seq(centre):
+    # a terminal whose flash was formatted numbers from 1 again under a new epoch
+    old = [record(s, epoch=0xA1) for s in (1, 2, 3)]
+    assert centre.ingest_clearing(T1, old) == (3, 0)
+    assert centre.alerts(kind="journal_restarted") == []
+    new = [record(s, epoch=0xB2, amount=500) for s in (1, 2)]
+    assert centre.ingest_clearing(T1, new) == (2, 0)  # no duplicates, no conflicts
+    assert centre.ingest_clearing(T1, new) == (0, 2)  # a repeated pull
+    (a,) = centre.alerts(kind="journal_restarted")
+    assert a["subject"] == "%08x/000000b2" % T1
+    assert a["detail"] == {"epoch": 0xB2, "first_seq": 1, "earlier_epochs": [0xA1]}
+    assert sorted((r["epoch"], r["seq"]) for r in centre.clearing(T1)) == [
+        (0xA1, 1), (0xA1, 2), (0xA1, 3), (0xB2, 1), (0xB2, 2)]
+    assert centre.clearing_gaps(T1) == []  # gaps are counted within an epoch
+    centre.ingest_clearing(T1, [record(5, epoch=0xB2)])
+    assert centre.clearing_gaps(T1) == [(3, 4)]
+
+
+def test_a_format_1_database_is_migrated_with_epoch_0(tmp_path):
+    from host_tools.centre.schema import SCHEMA_V1
+
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.executescript(SCHEMA_V1 + "PRAGMA user_version = 1;")
+    db.execute("INSERT INTO terminals (id) VALUES (?)", (T1,))
+    db.execute("INSERT INTO clearing (terminal_id, seq, time, day, token_hash, masked_token, "
+               "issuer, amount, outcome, outcome_name, approved, online, reasons, "
+               "approval_code, ingested_at) VALUES (?, 7, 1, 1, ?, 'm', 1, 500, 1, 'x', 1, 0, "
+               "0, '000000', 1)", (T1, b"h" * 8))
+    db.commit()
+    db.close()
+    with Centre(str(path)) as c:
+        (row,) = c.clearing(T1)
+        assert (row["epoch"], row["seq"], row["amount"]) == (0, 7, 500)
+        assert c.db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 2
 
 
 def test_gaps_show_lost_records(centre):

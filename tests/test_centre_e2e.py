@@ -185,3 +185,70 @@ def test_ctrl_c_during_a_card_wait_cancels_the_sale_and_keeps_the_console(
         field.close()
     assert serve.returncode == 0, err
     assert "Traceback" not in err
+
+@pytest.mark.parametrize("damage", ["zero the first two 4 KB blocks", "truncate to 0",
+                                    "truncate to 1000 bytes"])
+def test_a_damaged_flash_is_refused_then_formatted_and_no_later_sale_is_lost(
+        emulated_board, tmp_path, damage):
+    """Issue 12 item 2: the image did mount after damage as a blank board, its
+    sequence restarted at 1 and the centre took the new sales for ones it had
+    ("0 new, 3 already there"), so the terminal freed them unstored."""
+    import hashlib
+    import time
+
+    from host_tools.centre import Centre
+    from host_tools.emulator import Emulator
+    from host_tools.errors import ToolError
+    from host_tools.link import TerminalLink
+    from host_tools.pos import run_sale
+    from host_tools.provision import push_keys
+    from host_tools.transfer import ack_batch, pull_batch
+    from host_tools.wallet import issue_card
+
+    centre = Centre(str(tmp_path / "centre.db"))
+
+    def sell_and_clear(emu, n, first_token):
+        with TerminalLink.open(emu.port, timeout=10) as t:
+            push_keys(t, t.keyring)
+            t.set_time(int(time.time()))
+            t.set_params({"new_card_online": 0, "random_target_pct": 0,
+                          "random_max_target_pct": 0})
+            for i in range(n):
+                run_sale(t, 500 + i, issue_card(str(first_token + i), 1, "credit",
+                                                t.keyring))
+            batch = pull_batch(t)
+            centre.ingest_clearing(batch.terminal_id, batch.records)
+            assert ack_batch(t, batch.batch_id) == "acked"
+            return batch, t.status()
+
+    emu = emulated_board("shop")
+    before, st = sell_and_clear(emu, 3, 4980000000000001)
+    assert "flash_formatted" not in st
+    emu.stop()
+    img = emu.flash
+    data = img.read_bytes()
+    if damage.startswith("zero"):
+        img.write_bytes(bytes(8192) + data[8192:])
+    else:
+        img.write_bytes(data[:int(damage.split()[2])] if "1000" in damage else b"")
+    damaged = hashlib.sha256(img.read_bytes()).digest()
+    with pytest.raises(ToolError, match=r"^%s (does not mount as LittleFS|cannot be used).*: "
+                       r"start with --format.*nothing was written$" % img):
+        emu.start()
+    assert hashlib.sha256(img.read_bytes()).digest() == damaged  # refused: nothing written
+    emu = Emulator(flash=img, format_image=True)
+    emu.start()
+    try:
+        after, st = sell_and_clear(emu, 3, 4980000000000101)
+    finally:
+        emu.stop()
+    said = ("image had %s of " % damage.split()[2] if damage.startswith("truncate")
+            else "image did not mount")
+    assert st["flash_formatted"].startswith(said)  # status says so
+    assert before.epoch != after.epoch and after.first_seq == 1  # a new journal
+    sent = {(before.epoch, r["seq"]) for r in before.records} | {
+        (after.epoch, r["seq"]) for r in after.records}
+    stored = {(r["epoch"], r["seq"]) for r in centre.clearing(emu.terminal_id)}
+    assert stored == sent and len(stored) == 6  # records sent = records in the centre
+    (alert,) = centre.alerts(kind="journal_restarted")
+    assert alert["detail"]["earlier_epochs"] == [before.epoch]

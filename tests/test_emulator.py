@@ -200,8 +200,29 @@ def test_heap_cap_too_small_fails_with_a_clear_error(tmp_path, keyring_path):
     from host_tools.emulator import Emulator
 
     emu = Emulator(flash=tmp_path / "tiny.img", heap=12 * 1024)
-    with pytest.raises(ToolError, match="exited with code 1 during boot.*MemoryError"):
+    with pytest.raises(ToolError, match=r"^--heap 12288 bytes is too small to boot"):
         emu.start(ready_timeout=10)
+    assert not (tmp_path / "tiny.img").exists()  # refused before anything was made
+    emu = Emulator(flash=tmp_path / "small.img", heap=80 * 1024)
+    with pytest.raises(ToolError, match="ran out of memory while booting under a 81920-byte "
+                       "heap") as e:
+        emu.start(ready_timeout=20)
+    assert "\n" not in str(e.value) and "NLR" not in str(e.value)
+
+
+def test_emulate_bad_image_path_or_heap_is_one_line(tmp_path, keyring_path):
+    # issue 12 item 4: a directory as the image, or --heap 1k, used to print
+    # MicroPython internals ("FATAL: uncaught NLR")
+    for args, expect in (
+            (["--flash", str(tmp_path)], f"termctl: {tmp_path}: is a directory, not a flash "
+             "image file\n"),
+            (["--flash", str(tmp_path / "x.img"), "--heap", "1k"],
+             "termctl: --heap 1024 bytes is too small to boot the firmware (at least 64k; "
+             "board emulator has 256k)\n")):
+        for extra in ([], ["--detach"]):
+            r = termctl("emulate", *args, *extra)
+            assert (r.returncode, r.stderr, r.stdout) == (1, expect, ""), (extra, r)
+    assert not (tmp_path / "x.img").exists()
 
 
 def termctl(*args, env=None, timeout=30, cwd=None):
@@ -337,3 +358,38 @@ def test_flash_dry_run_lists_what_a_board_gets():
     assert "unix_platform" not in r.stdout and "nfc_udp" not in r.stdout
     r = termctl("flash", "--board", "emulator", "--dry-run")
     assert r.returncode == 1 and "termctl emulate" in r.stderr
+
+
+def test_one_image_runs_one_board_and_stop_still_reaches_it(tmp_path, keyring_path):
+    # issue 12 item 6: a second emulator on the same image overwrote run.json
+    flash = tmp_path / "shared.img"
+    first = termctl("emulate", "--detach", "--flash", str(flash))
+    assert first.returncode == 0, first.stderr
+    info = dict(line.split(": ", 1) for line in first.stdout.splitlines() if ": " in line)
+    state = (tmp_path / "shared.img.run.json").read_text()
+    image = flash.read_bytes()
+    for extra in ([], ["--detach"]):
+        second = termctl("emulate", "--flash", str(flash), *extra)
+        assert second.returncode == 1 and second.stdout == ""
+        assert second.stderr == (
+            f"termctl: {flash} is in use by the emulated board pid {info['pid']} on "
+            f"{info['port']}: one image runs one board (stop it with `termctl emulate "
+            f"--flash {flash} --stop`)\n")
+    assert (tmp_path / "shared.img.run.json").read_text() == state
+    assert flash.read_bytes() == image
+    stop = termctl("emulate", "--flash", str(flash), "--stop")
+    assert stop.returncode == 0 and stop.stdout == f"stopped emulator pid {info['pid']}\n"
+    again = termctl("emulate", "--detach", "--flash", str(flash))  # free again
+    assert again.returncode == 0, again.stderr
+    assert termctl("emulate", "--flash", str(flash), "--stop").returncode == 0
+
+
+def test_strict_flash_status_counts_and_no_violation_in_a_day(emulated_board):
+    from host_tools.flashmodel import flash_counters
+
+    emu = emulated_board(board="pico_pn532")
+    with TerminalLink.open(emu.port) as t:
+        c = flash_counters(t.status())
+    assert c.violations == 0 and c.programs > 0 and c.erases > 0  # the first boot's format
+    assert c.typ_us == 400 * c.programs + 45_000 * c.erases  # W25Q16JV: tPP and tSE typ
+    assert c.max_us == 3_000 * c.programs + 400_000 * c.erases

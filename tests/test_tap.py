@@ -36,7 +36,7 @@ params = Params()
 params.update({"new_card_online": 0, "random_target_pct": 0, "random_max_target_pct": 0,
                "lower_consecutive_offline": 200, "upper_consecutive_offline": 255})
 engine = Engine(params, IssuerTable(8), ks.issuer_keys, 64)
-journal = Journal("/flash/journal", 500, 7)
+journal = Journal("/flash/journal", 500, 7, bdev=bd)  # programmed as on a board
 nl = NegativeList("/flash", 1000)
 tap = Tap(engine, ks, nl, journal)
 

@@ -4,18 +4,19 @@ Started by the launcher (`termctl emulate`) as
 
     micropython -X heapsize=256k firmware/main.py --board emulator \
         --boards DIR --flash flash.img --key flash.img.key \
-        [--nfc-uart /dev/pts/N | --nfc-udp HOST:PORT]
+        [--nfc-uart /dev/pts/N | --nfc-udp HOST:PORT] [--format 1] [--flash-strict 1]
 
-It mounts the file-backed LittleFS2 image at /flash (formatting a blank
-image on first boot), provisions the terminal key from the key file on first
-boot, and talks to the host over stdin/stdout (the launcher's pty).
+It mounts the image, a NOR flash with the board file's page, erase and
+timing figures, as LittleFS2 at /flash (drivers.unix_flash: an image that does
+not mount is refused without --format, never formatted silently), provisions
+the terminal key from the key file on first boot, and talks to the host over
+stdin/stdout (the launcher's pty).
 """
 
 import sys
 
 import vfs
 
-from drivers.filebdev import FileBlockDevice
 from terminal.compat import const
 
 ROOT = "/flash"
@@ -46,18 +47,15 @@ class UnixPlatform:
             sys.path.append(opts["boards"])
         self.board = __import__(opts.get("board", "emulator"))
         b = self.board
-        self.bdev = FileBlockDevice(opts["flash"], b.FLASH_BLOCK_SIZE,
-                                    b.FLASH_SIZE // b.FLASH_BLOCK_SIZE)
-        self.formatted = False
-        try:
-            vfs.mount(vfs.VfsLfs2(self.bdev), ROOT)
-        except OSError:
-            vfs.VfsLfs2.mkfs(self.bdev)
-            vfs.mount(vfs.VfsLfs2(self.bdev), ROOT)
-            self.formatted = True
+        from drivers import unix_flash  # start-up only: dropped below
+
+        self.bdev, self.formatted = unix_flash.mount(b, opts["flash"], opts.get("format"),
+                                                     opts.get("flash-strict") == "1", ROOT)
         self.root = ROOT
         if "key" in opts:
-            self._provision(opts["key"])
+            unix_flash.provision(ROOT, opts["key"])
+        del sys.modules["drivers.unix_flash"]
+        delattr(sys.modules["drivers"], "unix_flash")
         from drivers.stdio_port import StdioPort
 
         self.port = StdioPort(nonblocking=True)
@@ -86,14 +84,6 @@ class UnixPlatform:
             host, port = opts["nfc-udp"].rsplit(":", 1)
             return FelicaCards(NfcUdp(host, int(port)))
         return None
-
-    def _provision(self, key_path):
-        from terminal import store
-        from terminal.service import KEY_FILE
-
-        if store.read(ROOT, KEY_FILE) is None:
-            with open(key_path, "rb") as f:
-                store.write_atomic(ROOT, KEY_FILE, f.read())
 
     def shutdown(self):
         vfs.umount(ROOT)

@@ -20,12 +20,12 @@ import struct
 from terminal import protocol, store
 from terminal.clock import EPOCH_OFFSET, iso
 from terminal.compat import mem_alloc, mem_free
-from terminal.service import FIRMWARE_VERSION, ISSUERS_FILE, PARAMS_FILE
+from terminal.service import FIRMWARE_VERSION, FORMATTED_FILE, ISSUERS_FILE, PARAMS_FILE
 
 
 def handle(svc, cmd, args):
     if cmd == protocol.CMD_STATUS:
-        return protocol.OK, _lines(status_fields(svc))
+        return protocol.OK, _fit(svc, _lines(status_fields(svc)))
     if cmd == protocol.CMD_LIST_STATUS:
         return protocol.OK, _lines(list_fields(svc))
     if cmd == protocol.CMD_IDENT:
@@ -42,10 +42,21 @@ def _lines(fields):
     return "\n".join("%s=%s" % kv for kv in fields)
 
 
+def _fit(svc, text):
+    # A status longer than a frame would stop the terminal (the link refuses to
+    # send it): the lines that fit, and a last one that says so.
+    room = svc.link.max_body
+    if len(text) <= room:
+        return text
+    cut = text.rfind("\n", 0, room - 20)
+    return text[:cut] + "\nstatus_truncated=1"
+
+
 # -- status -------------------------------------------------------------------
 
 
 def status_fields(svc):
+    flash = flash_fields(svc)  # first: what status itself reads comes after the snapshot
     gc.collect()
     free, total = store.free_bytes(svc.root)
     now = svc.clock.now()
@@ -68,6 +79,14 @@ def status_fields(svc):
         ("link_dropped_bytes", svc.link.rx.dropped),
         ("link_corrupt_frames", svc.link.rx.corrupt),
     ]
+    fields.extend(flash)
+    why = store.read(svc.root, FORMATTED_FILE)
+    if why:
+        fields.append(("flash_formatted", why.decode()))
+    if svc.ctr_log.tap_erases:
+        fields.append(("auth_log_tap_erases", svc.ctr_log.tap_erases))
+    if svc.flash_note:
+        fields.append(("note", svc.flash_note))
     if svc.issuers is not None:  # provisioned: the parts are there
         ks = svc.keystore
         fields.append(("keys", "list key %d, %d issuer keys" % (ks.list_key_id, ks.count)
@@ -107,11 +126,30 @@ def list_fields(svc):
     return out
 
 
+def flash_fields(svc):
+    """The emulated flash's counters since boot (drivers.filebdev): operations,
+    bytes, modelled time from the board's datasheet figures, violations. A board's
+    own flash counts nothing: no fields."""
+    bd = svc._bdev
+    if bd is None or not hasattr(bd, "typ_us"):
+        return []
+    out = [("flash_ops", "reads %d/%d B, programs %d/%d B, erases %d, violations %d" % (
+                bd.reads, bd.read_bytes, bd.programs, bd.program_bytes, bd.erases,
+                bd.violations)),
+           ("flash_us", "%d typ, %d max" % (bd.typ_us, bd.max_us))]
+    if bd.violations:
+        out.append(("alert", "flash: %d programs over unerased bits or misaligned: a board "
+                    "would store garbage there (see the emulator's log)" % bd.violations))
+    return out
+
+
 def _journal_fields(svc):
     st = svc.journal.status()
     out = [("journal_pending", st["pending"]), ("journal_capacity", st["capacity"]),
            ("journal_seq", st["seq_high_water"]), ("journal_open_batch", st["open_batch"]),
-           ("journal_acked_batch", st["acked_batch"])]
+           ("journal_acked_batch", st["acked_batch"]), ("journal_epoch", "%08x" % st["epoch"]),
+           ("journal_ring", "%d sectors, %d erased, %d erased by a tap" % (
+               st["sectors"], st["sectors_erased"], st["tap_erases"]))]
     if st["full"]:
         out.append(("alert", "journal full: sales declined until a batch is acknowledged"))
     elif st["near_full"]:

@@ -18,7 +18,14 @@ import struct
 
 from terminal import store
 from terminal.compat import const
-from terminal.journal import RECORD_SIZE
+from terminal.journal import (
+    OFF_AMOUNT,
+    OFF_ATC,
+    OFF_OUTCOME,
+    OFF_TIME,
+    OFF_TOKEN_HASH,
+    RECORD_SIZE,
+)
 from terminal.velocity import business_day
 
 COUNTERS_FILE = "counters.bin"
@@ -88,11 +95,11 @@ def _replay(svc, seq):
         if not n:
             return n_done
         for off in range(0, n, RECORD_SIZE):
-            outcome = buf[off + 1]
-            t, amount = struct.unpack_from("<I", buf, off + 12)[0], struct.unpack_from(
-                "<I", buf, off + 32)[0]
-            atc = struct.unpack_from("<H", buf, off + 46)[0]
-            key = buf[off + 16 : off + 24]
+            outcome = buf[off + OFF_OUTCOME] & 0xF
+            t = struct.unpack_from("<I", buf, off + OFF_TIME)[0]
+            amount = struct.unpack_from("<I", buf, off + OFF_AMOUNT)[0]
+            atc = struct.unpack_from("<H", buf, off + OFF_ATC)[0]
+            key = buf[off + OFF_TOKEN_HASH : off + OFF_TOKEN_HASH + 8]
             day = business_day(t, v[_P_BUSINESS_DAY_CUTOVER_MIN])
             slot = table.lookup(key, t, day, v[_P_SPLIT_WINDOW_S])
             if slot < 0:

@@ -26,16 +26,19 @@ from terminal.compat import collect, const
 
 FIRMWARE_VERSION = "0.1.0"
 KEY_FILE = "terminal.key"  # terminal id u32 LE + 32-byte key, written at provisioning
-COUNTER_FILE = "auth.ctr"
+COUNTER_FILE = "auth.ctr"  # format 1's counter file: read once, then the log (terminal.authlog)
+COUNTER_LOG = "auth"
+FORMATTED_FILE = "formatted"  # why the flash was last formatted (the emulated board writes it)
 PARAMS_FILE = "params.bin"
 ISSUERS_FILE = "issuers.bin"
 
 # Modules of terminal/ a tap never runs: the command handlers below and what
 # only they import (params: the parameter table; counters: the snapshot; the
 # negative list's format, update code and nl.dir code, which it imports to load
-# or change the list).
+# or change the list; journal_ops: the journal's batches, reads and boot scan;
+# sectors_make: making the flash sectors).
 ON_DEMAND = ("admin", "listsync", "clearing", "keystore", "counters", "params", "nl_update",
-             "nl_transfer", "nl_format", "nl_dir")
+             "nl_transfer", "nl_format", "nl_dir", "journal_ops", "sectors_make")
 # Driver modules only those import (nl_dir: the LittleFS geometry), dropped with them.
 ON_DEMAND_DRIVERS = ("lfsfile",)
 _P_JOURNAL_NEAR_FULL_PCT = const(18)  # terminal.params.P_JOURNAL_NEAR_FULL_PCT
@@ -62,9 +65,13 @@ class TerminalService:
         self.card_source = card_source
         self._table = table  # the counter table, if the caller allocated it first
         self._bdev = bdev  # the flash under root: negative-list lookups read it directly
+        # the journal and the counter log program whole units of this many bytes
+        self.flash_prog = getattr(board, "FLASH_PROG_SIZE", 1)
+        self.flash_sector = getattr(board, "FLASH_BLOCK_SIZE", 4096)
         self.link = HostLink(port, board.MAX_FRAME)
         self.clock = Clock()
         self.notes = []  # boot-time problems shown in status (bounded: set once at boot)
+        self.flash_note = None  # the last idle-time flash failure, shown in status
         self._loaded = None  # the ON_DEMAND module last imported, until unload()
         self.params = self._load_params()
         self.unload()  # boot-only code leaves before the parts are built (see there)
@@ -76,9 +83,15 @@ class TerminalService:
             self.auth = protocol.Authenticator(key[4:], self.terminal_id)
         elif key is not None:
             self.notes.append("terminal.key has %d bytes, expected 36" % len(key))
+        from terminal.authlog import CounterLog
+
+        # Appended to erased flash, not a file rewritten: a signed sale costs one
+        # page program, never a LittleFS commit or erase (terminal.authlog).
+        self.ctr_log = CounterLog(store.path(root, COUNTER_LOG), bdev, self.flash_prog,
+                                  self.flash_sector)
         ctr = store.read(root, COUNTER_FILE)
-        self.counter = protocol.u64(ctr, 0) if ctr and len(ctr) == 8 else 0
-        self._ctr_buf = bytearray(8)
+        self.counter = max(self.ctr_log.value,
+                           protocol.u64(ctr, 0) if ctr and len(ctr) == 8 else 0)
         self.handlers = {}  # resident: cmd -> handler(args), the tap's (terminal.sale)
         self.on_demand = {  # cmd -> the ON_DEMAND module that serves it
             protocol.CMD_STATUS: "admin",
@@ -124,7 +137,9 @@ class TerminalService:
         # holes it leaves: a module still in RAM here cost 13 KB more heap to boot.
         self.unload()
         self.journal = Journal(store.path(root, "journal"), board.JOURNAL_CAPACITY,
-                               self.terminal_id, self.params.values[_P_JOURNAL_NEAR_FULL_PCT])
+                               self.terminal_id, self.params.values[_P_JOURNAL_NEAR_FULL_PCT],
+                               self._bdev, self.flash_prog, self.flash_sector)
+        self.unload()  # its boot scan (journal_ops) goes before the list's tables come
         self.negative_list = NegativeList(root, board.LIST_CAPACITY, board.ISSUER_CAPACITY,
                                           key_id=self.keystore.list_key_id or None,
                                           bdev=self._bdev)
@@ -190,7 +205,21 @@ class TerminalService:
         elif kind == frame.CORRUPT:
             self.link.reply(protocol.CMD_FRAME_ERROR, 0, protocol.ERR_CHECKSUM,
                             "frame failed its CRC32 check")
+        elif not self.link.rx.pending():
+            self.idle()
         self.clock.now()  # keeps the tick anchor fresh across tick wrap
+
+    def idle(self):
+        """The link is quiet: one step of flash housekeeping (erase a sector the
+        counter log or the journal will need), so that a tap never erases."""
+        try:  # what the work imports (sectors_make, journal_ops) goes before a tap
+            if self.ctr_log.idle():
+                self._loaded = self._loaded or "sectors_make"
+            elif self.issuers is not None and self.journal.todo:
+                self._loaded = self._loaded or "journal_ops"
+                self.journal.idle()
+        except OSError as e:
+            self.flash_note = "idle erase failed: %r" % (e,)
 
     def handle(self, payload):
         if len(payload) < 3:
@@ -238,7 +267,9 @@ class TerminalService:
         if counter <= self.counter:
             return protocol.ERR_REPLAY, "counter %d not above last accepted %d" % (
                 counter, self.counter)
-        protocol.put_u64(self._ctr_buf, 0, counter)
-        store.write_atomic(self.root, COUNTER_FILE, self._ctr_buf)
+        try:
+            self.ctr_log.store(counter)
+        except OSError as e:
+            return protocol.ERR_INTERNAL, "counter not stored (%r): request not applied" % (e,)
         self.counter = counter
         return protocol.OK, None

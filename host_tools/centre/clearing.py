@@ -1,9 +1,14 @@
 """Clearing records into the centre: a journal record (dict or 64 bytes) becomes a
-row of the `clearing` table, stored once per (terminal, seq).
+row of the `clearing` table, stored once per (terminal, epoch, seq).
 
     row = clearing_row(terminal_id, rec, cutover_min, now)
     if insert_clearing(db, row): settle_offline(db, row)
-    else: check_duplicate(db, row, now)   # a differing copy raises clearing_conflict
+    elif not same_as_stored(db, row, now): ...   # a differing copy: clearing_conflict
+
+The epoch is the terminal journal's (terminal.journal): drawn when the journal is
+made, so a terminal whose flash was formatted numbers its records from 1 again
+under a new epoch, and they never meet the records stored before. Records of
+format 1 (no epoch) are epoch 0.
 """
 
 from __future__ import annotations
@@ -26,14 +31,16 @@ _ALIASES = {
     "offline_since_online": ("offline_amount_since_online", "offline_since_online"),
     "offline_count": ("offline_count_since_online", "offline_count"),
 }
-_CORE = ("terminal_id", "seq", "time", "token_hash", "masked_token", "issuer", "amount",
+_CORE = ("terminal_id", "epoch", "seq", "time", "token_hash", "masked_token", "issuer", "amount",
          "outcome", "outcome_name", "approved", "online", "approval_code", "atc",
          "last_online_atc", "batch_id")
 _KNOWN = set(_CORE) | {n for names in _ALIASES.values() for n in names}
-CLEARING_COLS = ("terminal_id", "seq", "time", "day", "token_hash", "masked_token", "issuer",
-                 "amount", "outcome", "outcome_name", "approved", "online", "reasons",
+CLEARING_COLS = ("terminal_id", "epoch", "seq", "time", "day", "token_hash", "masked_token",
+                 "issuer", "amount", "outcome", "outcome_name", "approved", "online", "reasons",
                  "approval_code", "atc", "last_online_atc", "offline_count", "offline_today",
                  "offline_since_online", "batch_id", "extra", "ingested_at")
+_RECORD = CLEARING_COLS.index("batch_id")  # the record itself: not batch, extra, ingest time
+_COL = {c: i for i, c in enumerate(CLEARING_COLS)}
 
 
 def classify_outcome(outcome: int, reasons: int, approval_code: str) -> tuple[str, bool, bool]:
@@ -135,8 +142,12 @@ def clearing_row(terminal_id: int, rec: dict | bytes, cutover_min: int, now: int
     seq, t, amount = _int(rec, "seq"), _int(rec, "time"), _int(rec, "amount")
     if seq is None or t is None or amount is None:
         raise ToolError("a clearing record needs seq, time and amount")
+    epoch = _int(rec, "epoch", 0) or 0
+    if epoch > 0xFFFFFFFF:
+        raise ToolError(f"epoch {epoch} does not fit 32 bits")
     code, name, approved, online = _outcome(rec)
-    return (terminal_id, seq, t, day_of(t, cutover_min), _hash8(_field(rec, "token_hash")),
+    return (terminal_id, epoch, seq, t, day_of(t, cutover_min),
+            _hash8(_field(rec, "token_hash")),
             _text(_field(rec, "masked_token", ""), "masked token"), _int(rec, "issuer", 0),
             amount, code, name, int(approved), int(online), _int(rec, "reasons", 0),
             _approval(rec), _int(rec, "atc"), _int(rec, "last_online_atc"),
@@ -154,18 +165,38 @@ def insert_clearing(db: sqlite3.Connection, row: tuple) -> bool:
 def settle_offline(db: sqlite3.Connection, row: tuple) -> None:
     # An offline approval reaches the issuer only now: charge it to the card.
     # (Online approvals were charged when authorised.)
-    if not row[10] or row[11]:
+    if not row[_COL["approved"]] or row[_COL["online"]]:
         return
+    amount = row[_COL["amount"]]
     db.execute("UPDATE cards SET balance = balance - ?, credit_used = credit_used + "
                "CASE WHEN product = 'credit' THEN ? ELSE 0 END WHERE token_hash = ?",
-               (row[7], row[7], row[4]))
+               (amount, amount, row[_COL["token_hash"]]))
 
 
-def check_duplicate(db: sqlite3.Connection, row: tuple, now: int) -> None:
-    cols = CLEARING_COLS[:19]  # the record itself, not batch/extra/ingest time
+def same_as_stored(db: sqlite3.Connection, row: tuple, now: int) -> bool:
+    """A record already stored under its (terminal, epoch, seq): True if the stored
+    copy is the same; False, with a `clearing_conflict` alert, if it differs (the
+    record is not stored: the batch must not be acknowledged)."""
+    cols = CLEARING_COLS[:_RECORD]
     old = db.execute(f"SELECT {', '.join(cols)} FROM clearing WHERE terminal_id = ? "
-                     "AND seq = ?", row[:2]).fetchone()
-    if tuple(old) != row[:19]:
-        changed = [c for c, a, b in zip(cols, tuple(old), row) if a != b]
-        insert_alert(db, now, row[3], "clearing_conflict", f"{row[0]:08x}/{row[1]}",
-                     terminal_id=row[0], detail={"seq": row[1], "fields": changed})
+                     "AND epoch = ? AND seq = ?", row[:3]).fetchone()
+    if tuple(old) == row[:_RECORD]:
+        return True
+    changed = [c for c, a, b in zip(cols, tuple(old), row) if a != b]
+    tid, epoch, seq = row[:3]
+    insert_alert(db, now, row[_COL["day"]], "clearing_conflict", f"{tid:08x}/{epoch:08x}/{seq}",
+                 terminal_id=tid, detail={"epoch": epoch, "seq": seq, "fields": changed})
+    return False
+
+
+def new_epoch_alert(db: sqlite3.Connection, row: tuple, now: int) -> None:
+    """A terminal's first record under an epoch the centre has not seen, while it
+    holds records of another: its journal was made again (its flash formatted)."""
+    tid, epoch, seq = row[:3]
+    seen = [r[0] for r in db.execute("SELECT DISTINCT epoch FROM clearing WHERE terminal_id "
+                                     "= ? AND epoch != ?", (tid, epoch))]
+    if seen and not db.execute("SELECT 1 FROM clearing WHERE terminal_id = ? AND epoch = ? "
+                               "LIMIT 1", (tid, epoch)).fetchone():
+        insert_alert(db, now, row[_COL["day"]], "journal_restarted", f"{tid:08x}/{epoch:08x}",
+                     terminal_id=tid, detail={"epoch": epoch, "first_seq": seq,
+                                              "earlier_epochs": sorted(seen)})

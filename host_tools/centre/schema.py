@@ -100,8 +100,51 @@ CREATE TABLE alerts (
 CREATE INDEX alerts_day ON alerts (day);
 """
 
+# Journal format 2: every record carries its journal's epoch, and a record is
+# known by (terminal, epoch, seq): a terminal whose flash was formatted starts a
+# new epoch at seq 1 again. Records stored before are epoch 0.
+SCHEMA_V2 = """
+CREATE TABLE clearing_v2 (
+    terminal_id INTEGER NOT NULL REFERENCES terminals(id),
+    epoch INTEGER NOT NULL DEFAULT 0,
+    seq INTEGER NOT NULL,
+    time INTEGER NOT NULL,
+    day INTEGER NOT NULL,
+    token_hash BLOB NOT NULL,
+    masked_token TEXT NOT NULL,
+    issuer INTEGER NOT NULL,
+    amount INTEGER NOT NULL,
+    outcome INTEGER NOT NULL,
+    outcome_name TEXT NOT NULL,
+    approved INTEGER NOT NULL,
+    online INTEGER NOT NULL,
+    reasons INTEGER NOT NULL,
+    approval_code TEXT NOT NULL,
+    atc INTEGER,
+    last_online_atc INTEGER,
+    offline_count INTEGER,
+    offline_today INTEGER,
+    offline_since_online INTEGER,
+    batch_id INTEGER,
+    extra TEXT,
+    ingested_at INTEGER NOT NULL,
+    PRIMARY KEY (terminal_id, epoch, seq));
+INSERT INTO clearing_v2 (terminal_id, epoch, seq, time, day, token_hash, masked_token, issuer,
+    amount, outcome, outcome_name, approved, online, reasons, approval_code, atc,
+    last_online_atc, offline_count, offline_today, offline_since_online, batch_id, extra,
+    ingested_at)
+    SELECT terminal_id, 0, seq, time, day, token_hash, masked_token, issuer, amount, outcome,
+    outcome_name, approved, online, reasons, approval_code, atc, last_online_atc,
+    offline_count, offline_today, offline_since_online, batch_id, extra, ingested_at
+    FROM clearing;
+DROP TABLE clearing;
+ALTER TABLE clearing_v2 RENAME TO clearing;
+CREATE INDEX clearing_token ON clearing (token_hash, day);
+CREATE INDEX clearing_day ON clearing (day);
+"""
+
 # MIGRATIONS[i] takes the schema from user_version i to i + 1; append, never edit.
-MIGRATIONS = (SCHEMA_V1,)
+MIGRATIONS = (SCHEMA_V1, SCHEMA_V2)
 
 
 def connect(path: str) -> sqlite3.Connection:

@@ -18,9 +18,10 @@ from pathlib import Path
 from host_tools.centre.alerts import insert_alert
 from host_tools.centre.authorise import RESPONSES, auth_rule, next_code, use_funds
 from host_tools.centre.clearing import (
-    check_duplicate,
     clearing_row,
     insert_clearing,
+    new_epoch_alert,
+    same_as_stored,
     settle_offline,
 )
 from host_tools.centre.report import report as report_rows
@@ -240,23 +241,36 @@ class Centre:
     def ingest_clearing(self, terminal_id: int, records: Iterable[dict | bytes],
                         batch_id: int | None = None, now: int | None = None) -> tuple[int, int]:
         """Store a clearing batch in one transaction: (inserted, duplicates). A record
-        already stored under (terminal_id, seq) is a duplicate; one that differs from
-        the stored copy also raises a `clearing_conflict` alert. A malformed record
-        stores nothing (ToolError). Offline approvals debit the card's balance or credit."""
+        is known by (terminal_id, epoch, seq); one already stored the same is a
+        duplicate. A malformed record stores nothing (ToolError). A record that
+        differs from the stored copy is not stored: a `clearing_conflict` alert,
+        the others stored, then ToolError, so the caller does not acknowledge the
+        batch and the terminal keeps every record the centre does not hold. A
+        terminal's first records under a new epoch raise `journal_restarted`.
+        Offline approvals debit the card's balance or credit."""
         t = now_or(now)
         rows = [clearing_row(terminal_id, r, self.cutover_min, t, batch_id) for r in records]
         inserted = dups = 0
+        conflicts = []
         with self.tx() as db:
             self._see_terminal(db, terminal_id)
             for row in rows:
+                new_epoch_alert(db, row, t)
                 if insert_clearing(db, row):
                     inserted += 1
                     settle_offline(db, row)
-                else:
+                elif same_as_stored(db, row, t):
                     dups += 1
-                    check_duplicate(db, row, t)
+                else:
+                    conflicts.append(row[2])
             db.execute("UPDATE terminals SET last_ingest_at = ?, last_batch = "
                        "coalesce(?, last_batch) WHERE id = ?", (t, batch_id, terminal_id))
+        if conflicts:
+            raise ToolError(f"terminal {terminal_id:08x}: {len(conflicts)} record(s) (seq "
+                            f"{conflicts[0]}{'..' if len(conflicts) > 1 else ''}) differ from "
+                            "the centre's copy: not stored, so the batch must not be "
+                            f"acknowledged ({inserted} new, {dups} already there; see the "
+                            "clearing_conflict alerts)")
         return inserted, dups
 
     def clearing(self, terminal_id: int | None = None,
@@ -271,8 +285,8 @@ class Centre:
     def clearing_gaps(self, terminal_id: int) -> list[tuple[int, int]]:
         """Missing sequence numbers (first, last) between the first and the last stored:
         the journal numbers records without gaps, so any gap is a lost record."""
-        q = ("SELECT prev + 1, seq - 1 FROM (SELECT seq, lag(seq) OVER (ORDER BY seq) AS "
-             "prev FROM clearing WHERE terminal_id = ?) WHERE seq > prev + 1")
+        q = ("SELECT prev + 1, seq - 1 FROM (SELECT seq, lag(seq) OVER (PARTITION BY epoch "
+             "ORDER BY seq) AS prev FROM clearing WHERE terminal_id = ?) WHERE seq > prev + 1")
         return [tuple(r) for r in self.db.execute(q, (terminal_id,))]
 
     # -- online authorisation --------------------------------------------------------

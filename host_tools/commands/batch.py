@@ -11,7 +11,9 @@ def argparse_batch(sub):
                        description="Close the terminal's batch, read every record not yet "
                        "acknowledged, check the batch MAC, store the records (centre "
                        "database, CSV, JSONL), then acknowledge so the terminal frees them. "
-                       "Safe to repeat: the centre de-duplicates by terminal and sequence.")
+                       "Safe to repeat: the centre de-duplicates by terminal, journal epoch "
+                       "and sequence, and a batch with a record that differs from the "
+                       "centre's copy is not acknowledged.")
     bsub = p.add_subparsers(dest="batch_cmd", required=True)
     pull = bsub.add_parser("pull", help="pull, store, acknowledge")
     pull.add_argument("--centre", default=None, metavar="DB",
@@ -55,14 +57,16 @@ def do_batch(state, args) -> int:
     if args.json:
         acked = None if args.no_ack else ack_batch(t, batch.batch_id)
         print_json({"batch_id": batch.batch_id, "terminal_id": "%08x" % batch.terminal_id,
-                    "first_seq": batch.first_seq, "count": batch.count,
+                    "epoch": "%08x" % batch.epoch, "first_seq": batch.first_seq,
+                    "count": batch.count,
                     "wire_bytes": batch.wire_bytes, "seconds": round(batch.seconds, 3),
                     "stored": stored, "acknowledged": acked})
         return 0
     where = [f"centre: {v['new']} new, {v['already_there']} already there" if k == "centre"
              else f"{k}: {v}" for k, v in stored.items()]
     print(f"batch {batch.batch_id}: {batch.count} records (seq {batch.first_seq}.."
-          f"{batch.first_seq + batch.count - 1}), {batch.wire_bytes} bytes on the wire, "
+          f"{batch.first_seq + batch.count - 1}, journal epoch {batch.epoch:08x}), "
+          f"{batch.wire_bytes} bytes on the wire, "
           f"{batch.seconds:.2f} s; " + "; ".join(where or ["not stored"]))
     if not args.no_ack:
         print(f"acknowledged: {ack_batch(t, batch.batch_id)}")

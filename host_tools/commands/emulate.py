@@ -28,6 +28,12 @@ def argparse_emulate(sub):
                    help="start in the background, print port and pid, return")
     p.add_argument("--stop", action="store_true",
                    help="stop the detached emulator that runs on --flash")
+    p.add_argument("--format", action="store_true",
+                   help="format the image if it does not mount (everything on it is lost); "
+                   "without it such an image is refused and nothing is written")
+    p.add_argument("--strict-flash", action="store_true",
+                   help="a program over unerased flash fails (as the tests run) instead of "
+                   "being ANDed, counted in status and logged")
     p.add_argument("--announce-json", action="store_true", help=argparse.SUPPRESS)
 
 
@@ -42,14 +48,15 @@ def do_emulate(state, args):
         return 0
     if args.detach:
         info = emulator.detach(args.board, flash, heap, rf_port=args.rf_port,
-                               rf_driver=args.rf_driver)
+                               rf_driver=args.rf_driver, format_image=args.format)
         print(f"port: {info['port']}\npid: {info['pid']}\nterminal: {info['terminal_id']}\n"
               f"boot: {info['boot_ms']:.0f} ms\nflash: {flash}\n"
               f"stop: termctl emulate --flash {flash} --stop   (or kill {info['pid']})")
         return 0
     ring = state.keyring() if state.keyring_path else None
     emu = emulator.Emulator(board=args.board, flash=flash, heap=heap, keyring=ring,
-                            rf_port=args.rf_port, rf_driver=args.rf_driver)
+                            rf_port=args.rf_port, rf_driver=args.rf_driver,
+                            format_image=args.format, strict_flash=args.strict_flash or None)
 
     def announce(e):
         if args.announce_json:
