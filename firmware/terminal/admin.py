@@ -20,7 +20,7 @@ import struct
 from terminal import protocol, store
 from terminal.clock import EPOCH_OFFSET, iso
 from terminal.compat import mem_alloc, mem_free
-from terminal.service import FIRMWARE_VERSION, FORMATTED_FILE, ISSUERS_FILE, PARAMS_FILE
+from terminal.service import FIRMWARE_VERSION, ISSUERS_FILE, PARAMS_FILE
 
 
 def handle(svc, cmd, args):
@@ -80,9 +80,8 @@ def status_fields(svc):
         ("link_corrupt_frames", svc.link.rx.corrupt),
     ]
     fields.extend(flash)
-    why = store.read(svc.root, FORMATTED_FILE)
-    if why:
-        fields.append(("flash_formatted", why.decode()))
+    if svc.formatted:
+        fields.append(("flash_formatted", svc.formatted))
     if svc.ctr_log.tap_erases:
         fields.append(("auth_log_tap_erases", svc.ctr_log.tap_erases))
     if svc.flash_note:

@@ -18,6 +18,7 @@ from terminal.compat import const
 from terminal.journal import (
     _HDR_FMT,
     _HDR_MAGIC,
+    _REC_FMT,
     ACKED,
     ALREADY_ACKED,
     FORMAT_VERSION,
@@ -45,16 +46,22 @@ _DIRTY = const(2)
 _LIVE = const(3)
 
 
-def status(j):
-    ready = 0
-    for i in range(j._nsec):
-        ready += j._state[i] == _READY
-    return {"pending": j.pending, "capacity": j.capacity,
-            "seq_high_water": j._next - 1, "open_batch": j.open_batch,
-            "acked_batch": j._min_id - 1, "near_full": j.near_full,
-            "full": j.full, "near_full_pct": j.near_full_pct, "fault": j._fault,
-            "epoch": j.epoch, "sectors": j._nsec, "sectors_erased": ready,
-            "tap_erases": j.tap_erases}
+def decode(record):
+    """terminal.journal.decode."""
+    if len(record) != RECORD_SIZE:
+        raise ValueError("journal record has %d bytes, not %d" % (len(record), RECORD_SIZE))
+    if not _crc_ok(record, bytearray(4)):
+        raise ValueError("journal record CRC mismatch")
+    v = struct.unpack_from(_REC_FMT, record, 0)
+    if v[0] != FORMAT_VERSION:
+        raise ValueError("journal record version %d unknown" % v[0])
+    code = v[2] << 4 | v[1] >> 4
+    return {"version": v[0], "outcome": v[1] & 0xF, "issuer": v[3], "terminal_id": v[5],
+            "epoch": v[6], "seq": v[7], "time": v[8], "token_hash": bytes(v[9]),
+            "masked_token": bytes(v[10]), "amount": v[11], "reasons": v[12],
+            "approval_code": b"%06d" % code, "atc": v[4], "last_online_atc": v[13],
+            "offline_count_since_online": v[14], "offline_amount_today": v[15],
+            "offline_amount_since_online": v[16]}
 
 
 def idle(j):

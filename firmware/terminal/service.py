@@ -72,6 +72,8 @@ class TerminalService:
         self.clock = Clock()
         self.notes = []  # boot-time problems shown in status (bounded: set once at boot)
         self.flash_note = None  # the last idle-time flash failure, shown in status
+        why = store.read(root, FORMATTED_FILE)  # read here: a file open costs status 1 KB
+        self.formatted = why.decode() if why else None  # why the flash was formatted
         self._loaded = None  # the ON_DEMAND module last imported, until unload()
         self.params = self._load_params()
         self.unload()  # boot-only code leaves before the parts are built (see there)
