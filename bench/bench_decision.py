@@ -3,7 +3,8 @@
 A decision here is what a tap runs between the card's bytes and the journal:
 card record parse and MAC check, token hash, negative-list lookup (two flash
 block reads through nl.dir, a 10,000-entry list), the decision, the card's new
-counters and MAC, the journal record on LittleFS. The firmware runs compiled by
+counters and MAC, the journal record (a page program into its ring of erased
+sectors, through the block device as on a board). The firmware runs compiled by
 mpy-cross under the emulated board's heap cap. Allocation is measured with the
 collector off: gc.mem_alloc() after the taps minus before, over the taps
 (tests/test_tap.py proves the same under micropython.heap_lock()).
@@ -52,7 +53,7 @@ params = Params()
 params.update({"new_card_online": 0, "random_target_pct": 0, "random_max_target_pct": 0,
                "lower_consecutive_offline": 200, "upper_consecutive_offline": 255})
 engine = Engine(params, IssuerTable(8), ks.issuer_keys, 64)
-journal = Journal("/flash/journal", 2000, 7)
+journal = Journal("/flash/journal", 2000, 7, bdev=bd)  # its ring programmed as on a board
 nl = NegativeList("/flash", 100000, bdev=bd)
 total = os.stat(%(lst)r)[6]
 assert nl.begin(1, 1, 0, total) is None
