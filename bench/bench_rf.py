@@ -80,7 +80,7 @@ ks.hasher = TokenHasher(b"L" * 16)
 params = Params()
 params.update({"new_card_online": 0, "random_target_pct": 0, "random_max_target_pct": 0})
 engine = Engine(params, IssuerTable(8), ks.issuer_keys, 64)
-journal = Journal("/flash/journal", 500, 7)
+journal = Journal("/flash/journal", 500, 7, bdev=bd)  # programmed as on a board
 nl = NegativeList("/flash", 1000)
 tap = Tap(engine, ks, nl, journal)
 
