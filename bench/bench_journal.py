@@ -62,6 +62,10 @@ m1 = gc.mem_alloc()
 t = time.ticks_us()
 j = J.Journal("/f/j", CAP, 4242, 90, bdev=bd, prog=PROG)
 out["make_ms"] = time.ticks_diff(time.ticks_us(), t) / 1000
+for name in ("journal_ops", "sectors_make"):  # on demand: the terminal drops them
+    sys.modules.pop("terminal." + name, None)
+    if hasattr(sys.modules["terminal"], name):
+        delattr(sys.modules["terminal"], name)
 gc.collect()
 m2 = gc.mem_alloc()
 out["heap_module"] = m1 - m0
@@ -234,10 +238,10 @@ def run(quick=False):
         _compile(tmp)
         for board in ("emulator", "pico_pn532"):
             cap = 300 if quick else board_values(board)["JOURNAL_CAPACITY"]
-            r = _unix_port(tmp, board, n, cap)
+            r = _unix_port(tmp, board, min(n, cap * 9 // 10), cap)
             details.append((board, r))
             a = r["append"]
-            rows.append([board, board_values(board)["FLASH_PROG_SIZE"], cap, n,
+            rows.append([board, board_values(board)["FLASH_PROG_SIZE"], cap, r["records"],
                          "%.0f" % (1e6 / r["append_us"]), "%.2f" % a[1], "%.0f" % a[2],
                          "%.3f" % a[3], "%.2f / %.2f" % (a[4] / 1000, a[5] / 1000),
                          "%.0f" % (1e6 / r["read_us_per_rec"])])
@@ -296,8 +300,9 @@ def run(quick=False):
         "columns": ["measure", "value"],
         "rows": [
             ["module code, .mpy loaded (bytes)", r0["heap_module"]],
-            ["Journal instance: buffers, ring table (bytes)", r0["heap_instance"]],
-            ["heap growth over %d appends (bytes)" % n, r0["heap_after_appends"]],
+            ["Journal instance: buffers, ring table, qstrs of its on-demand code (bytes)",
+             r0["heap_instance"]],
+            ["heap growth over %d appends (bytes)" % r0["records"], r0["heap_after_appends"]],
             ["append, mean (us)", "%.1f" % r0["append_us"]],
             ["making the ring (first start, ms)", "%.1f" % r0["make_ms"]],
             ["boot scan (ms; reads)", "%.1f; %d" % (r0["boot_ms"], r0["boot"][0])],

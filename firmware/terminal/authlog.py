@@ -1,7 +1,7 @@
 """The host link's request counter, appended to pre-erased flash.
 
-    log = CounterLog("/flash/auth", bdev, prog=board.FLASH_PROG_SIZE)
-    log.value               # the last counter accepted (0: none yet)
+    log = CounterLog("/flash/auth", terminal_id, bdev, prog=board.FLASH_PROG_SIZE)
+    log.value               # the last counter accepted under this key (0: none yet)
     log.store(counter)      # before the request is applied; raises OSError if not stored
     log.idle()              # the link is quiet: erase the spare sector if it needs it
 
@@ -9,11 +9,13 @@ Every signed request, a sale included, moves the counter, and it must be on
 flash before the request takes effect (terminal.service). Rewriting a file
 for it is a LittleFS commit, and now and then a compaction with an erase,
 inside the tap. So the counter is appended instead: 16-byte entries (u64
-counter, CRC-32, 4 bytes 0) into the first erased slot of one of two sectors
-(terminal.sectors); when one is full the other takes over and the full one is
-erased in idle time. The largest whole entry is the counter: a torn entry
-(power cut while it was programmed) fails its CRC and counts for nothing, and
-its request was never applied. The scan at start is terminal.sectors_make's.
+counter, the terminal id, CRC-32) into the first erased slot of one of two
+sectors (terminal.sectors); when one is full the other takes over and the full
+one is erased in idle time. The last whole entry of this terminal id is the
+counter: a torn entry (power cut while it was programmed) fails its CRC and
+counts for nothing, and its request was never applied; entries of another id
+are a key replaced (`termctl flash` without --keep-key), whose counter starts
+again at 0. The scan at start is terminal.sectors_make's.
 """
 
 import struct
@@ -26,7 +28,8 @@ _ENTRY = const(16)
 
 
 class CounterLog:
-    def __init__(self, root, bdev=None, prog=1, sector=4096):
+    def __init__(self, root, terminal_id, bdev=None, prog=1, sector=4096):
+        self.terminal_id = terminal_id
         self._s = sectors.open(root, "c", 2, sector, bdev, prog)
         self._n = self._s.size // _ENTRY
         self._buf = bytearray(_ENTRY)
@@ -52,8 +55,8 @@ class CounterLog:
             self._slot = 0
             self._spare_ready = False  # the full one: erased in idle time
         b = self._buf
-        struct.pack_into("<QII", b, 0, counter, 0, 0)
-        crc32_into(b, 8, b, 8)
+        struct.pack_into("<QI", b, 0, counter, self.terminal_id)
+        crc32_into(b, 12, b, 12)
         slot = self._slot
         self._slot = slot + 1  # a failed program may have left bits: never again here
         self._s.program(self._active, slot * _ENTRY, b)

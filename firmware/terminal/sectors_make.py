@@ -152,9 +152,11 @@ def _find_blocks(s, nonce):
 
 
 def log_scan(log):
-    """Where a CounterLog's entries end: value, active sector, next slot."""
+    """Where a CounterLog's entries end: value (this terminal id's last), the
+    active sector (the one holding it; else the one with room), next slot."""
     best = -1
     ends = [_end(log, 0), _end(log, 1)]
+    log._active = 1 if ends[0] == log._n else 0
     for i in range(2):
         v = _last(log, i, ends[i])
         if v is not None and v > best:
@@ -181,12 +183,12 @@ def log_ready(log, i):
 
 
 def _kind(log, b):
-    # 0: erased (all 0xFF); 1: torn; 2: a whole entry
+    # 0: erased (all 0xFF); 1: torn; 2: a whole entry (of any terminal id)
     for k in range(16):
         if b[k] != 0xFF:
-            crc32_into(b, 8, log._crc, 0)
+            crc32_into(b, 12, log._crc, 0)
             for j in range(4):
-                if log._crc[j] != b[8 + j]:
+                if log._crc[j] != b[12 + j]:
                     return 1
             return 2
     return 0
@@ -206,9 +208,11 @@ def _end(log, i):
 
 
 def _last(log, i, end):
-    # The last whole entry before end, or None.
+    # The last whole entry of this terminal id before end, or None.
     for k in range(end - 1, -1, -1):
         log._s.read(i, k * 16, log._buf)
         if _kind(log, log._buf) == 2:
-            return struct.unpack_from("<Q", log._buf, 0)[0]
+            v, tid = struct.unpack_from("<QI", log._buf, 0)
+            if tid == log.terminal_id:
+                return v
     return None

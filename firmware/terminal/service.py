@@ -89,8 +89,8 @@ class TerminalService:
 
         # Appended to erased flash, not a file rewritten: a signed sale costs one
         # page program, never a LittleFS commit or erase (terminal.authlog).
-        self.ctr_log = CounterLog(store.path(root, COUNTER_LOG), bdev, self.flash_prog,
-                                  self.flash_sector)
+        self.ctr_log = CounterLog(store.path(root, COUNTER_LOG), self.terminal_id, bdev,
+                                  self.flash_prog, self.flash_sector)
         ctr = store.read(root, COUNTER_FILE)
         self.counter = max(self.ctr_log.value,
                            protocol.u64(ctr, 0) if ctr and len(ctr) == 8 else 0)
