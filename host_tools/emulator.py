@@ -71,6 +71,14 @@ def parse_size(text: str) -> int:
         raise ToolError(f"bad size {text!r} (use bytes, or a number with k or m)") from None
 
 
+def _erased_image(path: Path, size: int) -> None:
+    chunk = b"\xff" * (1 << 20)
+    with open(path, "xb") as f:
+        while size > 0:
+            f.write(chunk[:size])
+            size -= len(chunk)
+
+
 def check_image(flash: Path) -> None:
     """One-line errors for an image path that cannot be a flash image."""
     if flash.is_dir():
@@ -203,9 +211,12 @@ class Emulator:
     def start(self, ready_timeout: float = 20.0) -> Emulator:
         check_heap(self.heap, self.board)
         self._take_lock()
+        new = not self.flash.exists()
         try:
             self._start(ready_timeout)
         except BaseException:
+            if new:  # the image this start made holds nothing yet: not left behind
+                self.flash.unlink(missing_ok=True)
             self._drop_lock()
             raise
         return self
@@ -213,6 +224,10 @@ class Emulator:
     def _start(self, ready_timeout: float) -> None:
         new = not self.flash.exists()
         self._ensure_key()
+        if new:  # a new chip arrives erased: 0xFF, written here at C speed
+            from host_tools.build import board_values
+
+            _erased_image(self.flash, int(board_values(self.board)["FLASH_SIZE"]))
         master, slave = pty.openpty()
         tty.setraw(slave)
         # The firmware reads whatever has arrived without blocking (the board's

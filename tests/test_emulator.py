@@ -208,6 +208,7 @@ def test_heap_cap_too_small_fails_with_a_clear_error(tmp_path, keyring_path):
                        "heap") as e:
         emu.start(ready_timeout=20)
     assert "\n" not in str(e.value) and "NLR" not in str(e.value)
+    assert not (tmp_path / "small.img").exists()  # the new image it made is not left behind
 
 
 def test_emulate_bad_image_path_or_heap_is_one_line(tmp_path, keyring_path):
