@@ -666,9 +666,11 @@ class Pn532Emulator:
             self._pending.pop(0)
             self.counts["aborted"] += 1
             return
-        self._send(_garbled(response) if self._fault("garble", cmd) else response)
+        # Charged (and a tap ended by RF off recorded) before the answer leaves: the
+        # host may read chip.taps as soon as the firmware has its answer.
         if timing is not None:
             self._charge(timing, len(response))
+        self._send(_garbled(response) if self._fault("garble", cmd) else response)
 
     # -- commands ------------------------------------------------------------------------------
 

@@ -7,25 +7,36 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_every_benchmark_runs_quick(tmp_path):
-    names = sorted(m.name[len("bench_"):] for m in pkgutil.iter_modules([str(ROOT / "bench")])
-                   if m.name.startswith("bench_"))
-    proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+BENCHES = sorted(m.name[len("bench_"):] for m in pkgutil.iter_modules([str(ROOT / "bench")])
+                 if m.name.startswith("bench_"))
+# Benchmarks whose goals must be measured even in the quick form.
+WITH_GOALS = {"negative_list", "decision"}
+
+
+@pytest.mark.parametrize("name", BENCHES)
+def test_every_benchmark_runs_quick(tmp_path, name):
+    """One benchmark a test, so pytest-xdist spreads them over the cores (together
+    they are the longest test by far)."""
+    proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path),
+                           name], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     tables = json.loads((tmp_path / "results.json").read_text())
-    assert {t["bench"] for t in tables} == set(names)
+    assert tables and {t["bench"] for t in tables} == {name}
     assert all(t["rows"] for t in tables)
     md = (tmp_path / "results.md").read_text()
     # every table, then the Goals table: each goal beside its figure, all met
     assert md.count("### ") - md.count("### Goals") == len(tables)
-    assert "### Goals" in md
     goals = [g for t in tables for g in t.get("goals", ())]
-    assert len(goals) >= 10 and all(g["ok"] for g in goals)
-    assert {t["bench"] for t in tables if t.get("goals")} >= {"negative_list", "decision"}
+    assert all(g["ok"] for g in goals)
+    if goals:
+        assert "### Goals" in md
+    if name in WITH_GOALS:
+        assert goals
 
 
 def test_a_missed_goal_fails_the_bench(tmp_path, capsys):
