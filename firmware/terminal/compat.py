@@ -1,12 +1,16 @@
 """The one place where MicroPython and CPython differ for firmware modules.
 
     from terminal.compat import const, ticks_ms, ticks_diff, ticks_add, Aes, mem_alloc, collect
+    from terminal.compat import crc32_into
 
 `const` is recognised by the MicroPython compiler by name, so `_X = const(3)`
 in a module that imports it from here still costs no RAM on the board.
 `Aes(key).encrypt(src16, dst16)` is AES-128-ECB into a caller's buffer: on the
 board it is `cryptolib.aes` (no allocation), on CPython the `cryptography`
-package. `collect()` is gc.collect() on the board; on CPython, which has no
+package. `crc32_into(src, n, dst, off)` writes the CRC-32 (zlib's) of src[:n] into
+dst[off:off + 4], little-endian: on the board 4 bits at a time over small ints
+(no allocation), on CPython zlib's C code (the host packs and checks records by the
+million in the fleet simulation). `collect()` is gc.collect() on the board; on CPython, which has no
 fixed heap to run out of, it does nothing.
 """
 
@@ -74,3 +78,55 @@ except ImportError:  # CPython has no fixed heap: report -1 ("not measured")
     def collect():  # type: ignore[no-redef,misc]
         pass  # nothing waits for the memory: the cyclic collector runs on its own schedule
 
+
+
+try:
+    import micropython  # type: ignore[import-not-found]  # noqa: F401  (a board, the unix port)
+
+    from array import array as _array
+
+    # CRC-32 4 bits at a time, the register kept as two 16-bit halves: every value
+    # is a small int, so nothing is allocated even on a 32-bit board, where
+    # binascii.crc32 returns a heap int 3 times in 4.
+    _CRC_LO = _array("H", [0] * 16)
+    _CRC_HI = _array("H", [0] * 16)
+    for _i in range(16):
+        _lo = _i
+        _hi = 0
+        for _ in range(4):
+            _b = _lo & 1
+            _lo = (_lo >> 1) | ((_hi & 1) << 15)
+            _hi >>= 1
+            if _b:
+                _lo ^= 0x8320
+                _hi ^= 0xEDB8
+        _CRC_LO[_i] = _lo
+        _CRC_HI[_i] = _hi
+
+    def crc32_into(src, n, dst, off):
+        """CRC-32 of src[:n] into dst[off:off + 4], little-endian; no allocation."""
+        tl = _CRC_LO
+        th = _CRC_HI
+        lo = 0xFFFF
+        hi = 0xFFFF
+        for i in range(n):
+            b = src[i]
+            x = (lo ^ b) & 0xF
+            lo = ((lo >> 4) | ((hi & 0xF) << 12)) ^ tl[x]
+            hi = (hi >> 4) ^ th[x]
+            x = (lo ^ (b >> 4)) & 0xF
+            lo = ((lo >> 4) | ((hi & 0xF) << 12)) ^ tl[x]
+            hi = (hi >> 4) ^ th[x]
+        lo ^= 0xFFFF
+        hi ^= 0xFFFF
+        dst[off] = lo & 0xFF
+        dst[off + 1] = lo >> 8
+        dst[off + 2] = hi & 0xFF
+        dst[off + 3] = hi >> 8
+
+except ImportError:  # CPython
+    from zlib import crc32 as _crc32
+
+    def crc32_into(src, n, dst, off):  # type: ignore[misc]
+        """CRC-32 of src[:n] into dst[off:off + 4], little-endian."""
+        dst[off:off + 4] = _crc32(memoryview(src)[:n]).to_bytes(4, "little")

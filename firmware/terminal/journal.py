@@ -24,7 +24,7 @@ import struct
 from array import array
 
 from terminal import sectors
-from terminal.compat import const
+from terminal.compat import const, crc32_into
 from terminal.errors import TerminalError
 
 RECORD_SIZE = const(64)
@@ -60,49 +60,6 @@ _READY = const(1)  # erased and verified: an append may open it
 _DIRTY = const(2)  # to erase: freed by an acknowledgement, or garbage from a cut
 _LIVE = const(3)  # holds records not yet freed (or is the newest sector)
 _SPARE_SECTORS = const(3)  # beyond capacity: partly filled ends, cut slots, the next one
-
-# CRC-32 (the zlib/binascii one) 4 bits at a time, the register kept as two
-# 16-bit halves: every value is a small int, so nothing is allocated even on a
-# 32-bit board, where binascii.crc32 returns a heap int 3 times in 4.
-_CRC_LO = array("H", [0] * 16)
-_CRC_HI = array("H", [0] * 16)
-for _i in range(16):
-    _lo = _i
-    _hi = 0
-    for _ in range(4):
-        _b = _lo & 1
-        _lo = (_lo >> 1) | ((_hi & 1) << 15)
-        _hi >>= 1
-        if _b:
-            _lo ^= 0x8320
-            _hi ^= 0xEDB8
-    _CRC_LO[_i] = _lo
-    _CRC_HI[_i] = _hi
-
-
-def crc32_into(src, n, dst, off):
-    """CRC-32 of src[:n] into dst[off:off + 4], little-endian; no allocation."""
-    tl = _CRC_LO
-    th = _CRC_HI
-    lo = 0xFFFF
-    hi = 0xFFFF
-    for i in range(n):
-        b = src[i]
-        x = (lo ^ b) & 0xF
-        lo = ((lo >> 4) | ((hi & 0xF) << 12)) ^ tl[x]
-        hi = (hi >> 4) ^ th[x]
-        x = (lo ^ (b >> 4)) & 0xF
-        lo = ((lo >> 4) | ((hi & 0xF) << 12)) ^ tl[x]
-        hi = (hi >> 4) ^ th[x]
-    lo ^= 0xFFFF
-    hi ^= 0xFFFF
-    dst[off] = lo & 0xFF
-    dst[off + 1] = lo >> 8
-    dst[off + 2] = hi & 0xFF
-    dst[off + 3] = hi >> 8
-
-
-
 
 def _crc_ok(buf, scratch):
     crc32_into(buf, _BODY, scratch, 0)
