@@ -1,36 +1,319 @@
-"""Fleet simulation: the demo's world on in-process terminals, for policy tuning.
+"""Fleet simulation: a world under a policy on the fast fleet, serial or on Dask.
 
-    results = sweep(world, base=POLICIES["hardened"],
-                    grid={"floor_limit": [5000, 10000], "random_target_pct": [0, 10]})
+    result = run(world, POLICIES["designed"], ring)                    # this process
+    with dask_client(workers=2) as client:                             # a LocalCluster
+        result = run(world, policy, ring, client=client)               # groups on workers
+        rows = sweep(world, base, grid, ring, client=client)           # runs on workers
 
-Each run is `demo.run_policy` on `demo.InProcessFleet`: the firmware's own
-service, decision, list and journal code under CPython, driven through the same
-TerminalLink, centre and detector as the emulated boards, so a small world with
-the same seed makes the same decisions in both (tests/test_simulate.py).
+A day runs in two parts, along the seams a real deployment has:
+
+- the terminals, in parallel: shops are split into groups (host_tools.simfleet), each
+  group runs its shops' taps of the day in time order. Every tap of one card on one
+  day runs in one group (shops a card visits that day are joined: union-find), so
+  a card's image and the issuer's answers to it never depend on another group;
+  a shop's terminal moves to another group on a day its cards need it there.
+- the centre, at the day's end and in this process: the groups' online requests are
+  replayed to the centre in timeline order (its answers must be the ones the
+  groups got from the centre's card rows: checked), the clearing is ingested, the
+  detector runs and the next list is built (host_tools.centreside, as for the
+  emulated boards).
+
+So the result does not depend on how many groups or workers there are: a 2-worker
+run equals a serial one tap by tap (tests/test_simulate.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-import tempfile
+import operator
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from host_tools import demo
+from host_tools.centre import day_of
+from host_tools.centreside import (
+    OUTCOME_CODES,
+    PRODUCT_CODES,
+    CentreSide,
+    PolicyResult,
+    check_world,
+    decode_card,
+)
 from host_tools.errors import ToolError
 from host_tools.progress import Progress
+from host_tools.simfleet import (
+    EV_BLOCK,
+    EV_PUSH,
+    EV_TAP,
+    DayInput,
+    DeploymentKeys,
+    TerminalGroup,
+    run_group_day,
+)
 from host_tools.world import Policy, World
+from terminal import journal as jr
+from terminal import tap as T
+from terminal.clock import EPOCH_OFFSET
 from terminal.params import index_of
 
 # Sweepable names that are not terminal parameters.
 POLICY_FIELDS = ("list_quota",)
+TERMINAL_ID_BASE = 0x51000000
+
+
+# -- the fast fleet -----------------------------------------------------------------
+
+
+class _Groups:
+    """Where each shop's terminal is, and the groups themselves: objects in this
+    process, or futures on a Dask cluster."""
+
+    def __init__(self, world: World, policy: Policy, keys: DeploymentKeys, n: int, client):
+        self.client = client
+        self.n = n
+        self.home = [shop % n for shop in range(world.shops)]
+        groups = []
+        for g in range(n):
+            group = TerminalGroup(keys)
+            for shop in range(g, world.shops, n):
+                group.add(shop, TERMINAL_ID_BASE + shop, policy.params)
+            groups.append(group)
+        self.groups = [client.scatter(g) for g in groups] if client else groups
+        self.moves = 0
+
+    def assign(self, taps) -> None:
+        """Join the shops each card visits today; move terminals so that each set of
+        joined shops is in one group (the group that has most of its taps)."""
+        parent = list(range(len(self.home)))
+
+        def find(x):
+            while parent[x] != x:
+                parent[x] = parent[parent[x]]
+                x = parent[x]
+            return x
+
+        first: dict[str, int] = {}
+        load = [0] * len(self.home)
+        for t in taps:
+            load[t.shop] += 1
+            s = first.setdefault(t.token, t.shop)
+            if s != t.shop:
+                a, b = find(s), find(t.shop)
+                if a != b:
+                    parent[b] = a
+        members: dict[int, list[int]] = {}
+        for shop in range(len(self.home)):
+            members.setdefault(find(shop), []).append(shop)
+        moves: dict[tuple[int, int], list[int]] = {}
+        for shops in members.values():
+            if len({self.home[s] for s in shops}) < 2:
+                continue
+            weight: dict[int, int] = {}
+            for s in shops:
+                weight[self.home[s]] = weight.get(self.home[s], 0) + load[s] + 1
+            dst = max(sorted(weight), key=lambda g: weight[g])
+            for s in shops:
+                if self.home[s] != dst:
+                    moves.setdefault((self.home[s], dst), []).append(s)
+                    self.home[s] = dst
+        for (src, dst), shops in sorted(moves.items()):
+            self._move(src, dst, shops)
+            self.moves += len(shops)
+
+    def _move(self, src: int, dst: int, shops: list[int]) -> None:
+        if self.client is None:
+            self.groups[dst].put(self.groups[src].take(shops))
+            return
+        c = self.client
+        taken = c.submit(_take, self.groups[src], shops, pure=False)
+        self.groups[src] = c.submit(operator.getitem, taken, 0)
+        self.groups[dst] = c.submit(_put, self.groups[dst], c.submit(operator.getitem, taken, 1),
+                                    pure=False)
+
+    def run(self, inputs: list[DayInput]):
+        if self.client is None:
+            return [g.run_day(inp) for g, inp in zip(self.groups, inputs)]
+        c = self.client
+        futs = [c.submit(run_group_day, g, c.scatter(inp), pure=False)
+                for g, inp in zip(self.groups, inputs)]
+        self.groups = [c.submit(operator.getitem, f, 0) for f in futs]
+        return c.gather([c.submit(operator.getitem, f, 1) for f in futs])
+
+
+def _take(group: TerminalGroup, shops):
+    return group, group.take(shops)
+
+
+def _put(group: TerminalGroup, terminals):
+    group.put(terminals)
+    return group
+
+
+def run(world: World, policy: Policy, ring, fee: int = 5, say=None, groups: int = 1,
+        client=None, keep_outcomes: bool = True, db: str | Path = ":memory:") -> PolicyResult:
+    """The world under the policy on the fast fleet. groups: how many groups the
+    shops are split into (with a client, one per worker is a good start)."""
+    check_world(world, ring)
+    side = CentreSide(world, policy, db, ring, fee, keep_outcomes=keep_outcomes)
+    try:
+        return _run(world, policy, side, DeploymentKeys.from_ring(ring), say, groups, client)
+    finally:
+        side.close()
+
+
+def _run(world, policy, side: CentreSide, keys, say, n_groups, client) -> PolicyResult:
+    fleet = _Groups(world, policy, keys, max(1, min(n_groups, world.shops)), client)
+    centre = side.centre
+    cutover = centre.cutover_min
+    wallet = side.wallet
+    push = side.opening_list()
+    with Progress(f"simulate {policy.key}", world.days, "days") as bar:
+        for day in range(world.days):
+            plan = side.morning(day, lambda token: decode_card(wallet[token]))
+            fleet.assign(plan.taps)
+            tokens_of: list[set[str]] = [set() for _ in range(fleet.n)]
+            events_of: list[list[tuple]] = [[(-1, EV_PUSH, push)] for _ in range(fleet.n)]
+            for ev in plan.events:
+                if ev[1] == EV_TAP:
+                    g = fleet.home[ev[3]]
+                    tokens_of[g].add(ev[4])
+                    events_of[g].append(ev)
+                elif ev[1] == EV_PUSH:
+                    for events in events_of:
+                        events.append(ev)
+            blocked = {ev[2]: ev for ev in plan.events if ev[1] == EV_BLOCK}
+            rows = _card_rows(centre, set().union(*tokens_of))
+            inputs = []
+            for g in range(fleet.n):
+                events = events_of[g]
+                mine = [ev for t, ev in blocked.items() if t in tokens_of[g]]
+                if mine:
+                    events = sorted(events + mine, key=_event_key)
+                inputs.append(DayInput(day, world.unix(day), cutover, events,
+                                       {t: wallet[t] for t in tokens_of[g]},
+                                       {t: rows.get(t) for t in tokens_of[g]}))
+            t0 = time.perf_counter()
+            outputs = fleet.run(inputs)
+            t1 = time.perf_counter()
+            push = _centre_day(world, side, plan, outputs)
+            side.result.fleet_seconds += t1 - t0
+            side.result.centre_seconds += time.perf_counter() - t1
+            if say:
+                r = side.result
+                say(f"  {policy.key:<9} day {day + 1:>2}/{world.days}: {len(plan.taps):>6} "
+                    f"taps, fraud approved {r.daily_losses[day]:>8,} yen, total "
+                    f"{sum(r.daily_losses[:day + 1]):>9,} yen")
+            bar.update(1)
+    side.result.terminal_moves = fleet.moves
+    return side.finish()
+
+
+def _event_key(ev):
+    return (ev[0], ev[1], ev[2] if ev[1] == EV_TAP else 0)
+
+
+def _card_rows(centre, tokens: set[str]) -> dict[str, dict]:
+    out = {}
+    tokens_list = sorted(tokens)
+    for i in range(0, len(tokens_list), 900):
+        chunk = tokens_list[i:i + 900]
+        q = f"SELECT * FROM cards WHERE token IN ({','.join('?' * len(chunk))})"
+        for r in centre.db.execute(q, chunk):
+            out[r["token"]] = dict(r)
+    return out
+
+
+def _centre_day(world: World, side: CentreSide, plan, outputs):
+    """The day's end at the centre: the groups' results in timeline order, online
+    requests replayed, the clearing ingested; returns the night's list."""
+    codes: dict[int, int] = {}
+    online: dict[int, tuple] = {}
+    clearing = []
+    for out in outputs:
+        codes.update(out.outcomes)
+        for o in out.online:
+            online[o[0]] = o
+        side.wallet.update(out.images)
+        clearing += out.clearing
+    centre = side.centre
+    approval: dict[tuple[int, int], str] = {}
+    for ev in plan.events:
+        kind = ev[1]
+        if kind == EV_BLOCK:
+            side.block(ev[2], ev[0])
+            continue
+        if kind != EV_TAP:
+            continue
+        index = ev[2]
+        tap = plan.taps[index]
+        code = codes.get(index)
+        if code is None:
+            side.skipped()
+            continue
+        o = online.get(index)
+        if o is not None:
+            card = world.cards[tap.token]
+            answer = centre.authorize(tap.token, card.issuer, tap.amount,
+                                      PRODUCT_CODES[card.product], o[1],
+                                      world.unix(plan.day, tap.second))
+            if answer["approved"] != o[3]:
+                raise ToolError(f"internal: the centre answered {tap.token} differently "
+                                f"from the group on day {plan.day} ({answer['reason']})")
+            if answer["approved"]:
+                approval[(o[1], o[2])] = answer["approval_code"]
+        side.record(tap, code)
+    clearing.sort()
+    batches = [(tid, _records(tid, raw, approval)) for _shop, tid, raw in clearing]
+    return side.evening(plan.day, batches)
+
+
+def _records(tid: int, raw: bytes, approval: dict) -> list[dict]:
+    """Journal records as the host reads them from a batch (transfer.pull_batch):
+    decoded, terminal time made Unix time; online approvals get the centre's code."""
+    out = []
+    for i in range(0, len(raw), jr.RECORD_SIZE):
+        rec = jr.decode(raw[i:i + jr.RECORD_SIZE])
+        rec["time"] += EPOCH_OFFSET
+        code = approval.get((tid, rec["seq"]))
+        if code is not None:
+            rec["approval_code"] = code.encode()
+        out.append(rec)
+    return out
+
+
+# -- Dask ----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def dask_client(scheduler: str | None = None, workers: int = 2):
+    """A distributed.Client: on `scheduler` (tcp://HOST:PORT), or on a LocalCluster of
+    `workers` single-threaded worker processes (closed on exit)."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise ToolError("Dask is not installed: pip install distributed") from None
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout=10)
+        except OSError as e:
+            raise ToolError(f"cannot reach the Dask scheduler {scheduler}: {e}") from None
+        with client:
+            yield client
+        return
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                           dashboard_address=None, silence_logs=40)
+    with cluster, Client(cluster) as client:
+        yield client
+
+
+# -- sweeps ----------------------------------------------------------------------------
 
 
 @dataclass
 class SweepRow:
     settings: dict[str, int]
-    result: demo.PolicyResult
+    result: PolicyResult
 
     @property
     def loss(self) -> int:
@@ -65,42 +348,58 @@ def variant(base: Policy, settings: dict[str, int]) -> Policy:
     return replace(base, params=params, name=f"{base.key}: {label}", list_quota=quota)
 
 
-def run(world: World, policy: Policy, ring, fee: int = 5, say=None) -> demo.PolicyResult:
-    with tempfile.TemporaryDirectory(prefix="sim-") as tmp:
-        work = Path(tmp)
-        with demo.InProcessFleet(world.shops, work, ring) as links:
-            return demo.run_policy(world, policy, links, work, ring, fee,
-                                   say=say or (lambda *_: None))
-
-
-def sweep(world: World, base: Policy, grid: dict[str, list[int]], ring,
-          fee: int = 5) -> list[SweepRow]:
+def combinations(grid: dict[str, list[int]]) -> list[dict[str, int]]:
     names = list(grid)
-    combos = list(itertools.product(*(grid[n] for n in names))) or [()]
-    rows = []
-    with Progress("sweep", len(combos), "runs") as bar:
-        for values in combos:
-            settings = dict(zip(names, values, strict=True))
-            try:
-                result = run(world, variant(base, settings), ring, fee)
-            except ToolError as e:  # e.g. a combination the terminal refuses
-                raise ToolError(f"sweep {settings}: {e}") from None
-            rows.append(SweepRow(settings, result))
-            bar.update(1)
-    return rows
+    return [dict(zip(names, values, strict=True))
+            for values in itertools.product(*(grid[n] for n in names))]
+
+
+def sweep(world: World, base: Policy, grid: dict[str, list[int]], ring, fee: int = 5,
+          client=None) -> list[SweepRow]:
+    settings = combinations(grid)
+    policies = [variant(base, s) for s in settings]
+    results = run_many([(world, p) for p in policies], ring, fee, client, label="sweep")
+    return [SweepRow(s, r) for s, r in zip(settings, results, strict=True)]
+
+
+def run_many(jobs: list[tuple[World, Policy]], ring, fee: int = 5, client=None,
+             label: str = "runs") -> list[PolicyResult]:
+    """Each (world, policy) run whole, on the cluster's workers when there is one."""
+    out: list[PolicyResult | None] = [None] * len(jobs)
+    with Progress(label, len(jobs), "runs") as bar:
+        if client is None:
+            for i, (w, p) in enumerate(jobs):
+                out[i] = _checked(w, p, ring, fee)
+                bar.update(1)
+        else:
+            from distributed import as_completed
+
+            futs = {client.submit(_checked, w, p, ring, fee, pure=False): i
+                    for i, (w, p) in enumerate(jobs)}
+            for f in as_completed(futs):
+                out[futs[f]] = f.result()
+                bar.update(1)
+    return out  # type: ignore[return-value]
+
+
+def _checked(world, policy, ring, fee):
+    try:
+        return run(world, policy, ring, fee, keep_outcomes=False)
+    except ToolError as e:  # e.g. a combination the terminal refuses
+        raise ToolError(f"{policy.name}: {e}") from None
 
 
 def table(rows: list[SweepRow], fee: int) -> str:
     names = list(rows[0].settings) if rows else []
-    head = "".join(f"{n:>24}" for n in names) + f"{'fraud loss':>14}{'online rate':>13}" \
-        f"{'auth fees':>11}{'days usable':>13}{'declined':>10}"
+    head = "".join(f"{n:>24}" for n in names) + f"{'fraud loss':>14}{'after report':>14}" \
+        f"{'online rate':>13}{'fees':>10}{'declined':>10}"
     lines = [head]
     for r in rows:
         res = r.result
-        days = max(res.usable_days.values()) if res.usable_days else 0
         lines.append("".join(f"{r.settings[n]:>24}" for n in names)
-                     + f"{res.total_loss:>14,}{res.online_rate():>13.1%}"
-                     + f"{res.shopper_online * fee:>11,}{days:>13}{res.shopper_declined:>10}")
+                     + f"{res.total_loss:>14,}{res.post_report_loss:>14,}"
+                     + f"{res.online_rate():>13.1%}{res.fees(fee):>10,}"
+                     + f"{res.shopper_declined:>10}")
     return "\n".join(lines)
 
 
@@ -128,8 +427,9 @@ def plot(rows: list[SweepRow], path: Path) -> Path:
     return path
 
 
-def throughput(result: demo.PolicyResult) -> float:
+def throughput(result: PolicyResult) -> float:
     return result.taps / max(result.seconds, 1e-9)
 
 
-__all__ = ["sweep", "run", "table", "plot", "parse_grid", "throughput", "time"]
+__all__ = ["run", "sweep", "run_many", "dask_client", "table", "plot", "parse_grid",
+           "throughput", "OUTCOME_CODES", "T", "day_of"]

@@ -18,7 +18,7 @@ def results(tmp_path_factory):
     world = make_world(days=6, shops=3, shoppers=15, stolen=3, seed=1)
     ring = Keyring.open(work / "keyring.json")
     out = {}
-    for key in ("id", "hardened"):
+    for key in ("id", "designed"):
         with demo.EmulatedFleet(world.shops, work, ring, tag=key, rf=True) as links:
             out[key] = demo.run_policy(world, POLICIES[key], links, work, ring,
                                        say=lambda *_: None)
@@ -33,21 +33,26 @@ def test_losses_equal_the_approved_fraud_in_the_centres_clearing(results):
         assert sum(r.daily_losses) == r.total_loss
 
 
-def test_hardened_loses_strictly_less_than_id_as_reported(results):
+def test_the_project_loses_strictly_less_than_id_as_reported(results):
     _, out = results
-    assert out["hardened"].total_loss < out["id"].total_loss
+    assert out["designed"].total_loss < out["id"].total_loss
 
 
 def test_the_prepaid_brute_force_never_succeeds(results):
     _, out = results
     for r in out.values():
-        assert r.prepaid_attempts == 6 and r.prepaid_approved == 0
+        p = r.prepaid
+        assert p.attempts == 6 and p.approved == 0
+        assert p.reached_issuer + p.declined_offline == 6
+    # iD sends every attempt to the issuer; the project's decline limit stops the rest
+    assert out["id"].prepaid.reached_issuer == 6
+    assert out["designed"].prepaid.declined_offline > 0
 
 
 def test_every_tap_was_decided(results):
     world, out = results
     taps = sum(len(t) for t in world.taps)
-    assert all(r.taps == taps for r in out.values())
+    assert all(r.taps + r.skipped == taps for r in out.values())
 
 
 def test_termctl_demo_writes_report_and_chart(tmp_path):
@@ -56,5 +61,6 @@ def test_termctl_demo_writes_report_and_chart(tmp_path):
                         str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "fraud losses, total" in r.stdout
-    assert (tmp_path / "out" / "report.txt").read_text().startswith("World: seed 1")
+    assert (tmp_path / "out" / "report.txt").read_text().startswith(
+        "World: built-in: the seed's incident, seed 1")
     assert (tmp_path / "out" / "losses.png").read_bytes()[:4] == b"\x89PNG"

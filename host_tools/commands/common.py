@@ -38,14 +38,24 @@ def board_value(board: str, name: str) -> int:
 
 
 def world_args(p, **defaults) -> None:
-    """The scripted world's size and seed (demo and simulate)."""
-    p.add_argument("--days", type=int, default=defaults["days"], help="days to run")
-    p.add_argument("--shops", type=int, default=defaults["shops"], help="one terminal each")
-    p.add_argument("--shoppers", type=int, default=defaults["shoppers"],
-                   help="ordinary shoppers")
-    p.add_argument("--stolen", type=int, default=defaults["stolen"], help="stolen cards")
+    """The world: a scenario file or the built-in one, its size and seed (demo,
+    simulate). Size options override the file's values."""
+    p.add_argument("--world", default=None, metavar="FILE",
+                   help="a scenario file (TOML), or the name of a shipped one (incident, "
+                   "adaptive, card-testing); default: the built-in world")
+    p.add_argument("--days", type=int, default=None,
+                   help=f"days to run; default {defaults['days']} (with --world: the file's)")
+    p.add_argument("--shops", type=int, default=None,
+                   help=f"one terminal each; default {defaults['shops']} (with --world: "
+                   "the file's)")
+    p.add_argument("--shoppers", type=int, default=None,
+                   help=f"ordinary shoppers; default {defaults['shoppers']} (with --world: "
+                   "the file's)")
+    p.add_argument("--stolen", type=int, default=None,
+                   help=f"stolen cards; default {defaults['stolen']} (with --world: the file's)")
     p.add_argument("--seed", type=int, default=1, help="the world's random seed")
     p.add_argument("--fee", type=int, default=5, help="yen per online authorisation")
+    p.set_defaults(world_defaults=defaults)
 
 
 # Off a terminal the day lines are the periodic lines: no others in between.
@@ -62,12 +72,32 @@ def day_done(bar):
     return say
 
 
-def make_world(args):
-    from host_tools.world import make_world as make
+def world_spec(args):
+    """The WorldSpec the options describe."""
+    from host_tools import scenario
+    from host_tools.world import WorldSpec, resize
+
+    if args.world:
+        spec = scenario.load(args.world)
+        sizes = {}
+    else:
+        spec = WorldSpec()
+        sizes = dict(args.world_defaults)
+    for name in ("days", "shops", "shoppers", "stolen"):
+        if getattr(args, name) is not None:
+            sizes[name] = getattr(args, name)
+    for name, value in sizes.items():
+        if value < (2 if name in ("days", "shops") else 0):
+            raise ToolError(f"--{name} {value}: must be at least "
+                            f"{2 if name in ('days', 'shops') else 0}")
+    return resize(spec, **sizes)
+
+
+def make_world(args, seed: int | None = None):
+    from host_tools.world import generate
 
     try:
-        return make(days=args.days, shops=args.shops, shoppers=args.shoppers,
-                    stolen=args.stolen, seed=args.seed)
+        return generate(world_spec(args), args.seed if seed is None else seed)
     except ValueError as e:
         raise ToolError(str(e)) from None
 

@@ -1,4 +1,4 @@
-"""termctl demo: the incident's offline fraud on emulated boards, under two policies."""
+"""termctl demo: the incident's offline fraud on emulated boards, under three policies."""
 
 from __future__ import annotations
 
@@ -13,17 +13,20 @@ from host_tools.progress import Progress
 
 def argparse_demo(sub):
     p = sub.add_parser(
-        "demo", help="the incident's offline fraud on emulated boards, two policies",
+        "demo", help="the incident's offline fraud on emulated boards, three policies",
         description="A scripted world (shops, ordinary shoppers, stolen cards used once a "
         "day just under the floor limit at a different shop, a prepaid card hit by repeated "
-        "attempts) on emulated boards, under the policy 'iD as reported' and under this "
-        "project's hardened defaults, with a fast clock. Every card is tapped with nfcpy on "
-        "the board's RF field and every sale goes through the host link; each evening the "
-        "centre pulls the clearing, runs the detector and pushes the next negative list. "
-        "Prints a report and writes it with a chart to --out.")
+        "attempts) on emulated boards with a fast clock, under three policies: 'iD as "
+        "reported'; this project with the same 20-entry list quota (an issuer whose entries "
+        "overflow it goes online-only); this project as designed (a list sized to the "
+        "flash, hourly delta pushes where the world's terminals take them). Every card is "
+        "tapped with nfcpy on the board's RF field and every sale goes through the host "
+        "link; each evening the centre pulls the clearing, runs the detector and pushes the "
+        "next negative list. Prints a report and writes it with a chart to --out.")
     world_args(p, days=14, shops=4, shoppers=40, stolen=3)
-    p.add_argument("--policy", choices=["both", "id", "hardened"], default="both",
-                   help="'iD as reported', the hardened defaults, or both")
+    p.add_argument("--policy", choices=["all", "id", "quota", "designed"], default="all",
+                   help="'iD as reported', the project with the 20-entry quota, the project "
+                   "as designed, or all three")
     p.add_argument("--out", default="demo-out", help="report, chart and journals go here")
     p.add_argument("--ports", default=None,
                    help="comma-separated serial ports of real boards, one per shop, instead "
@@ -45,10 +48,10 @@ def do_demo(state, args):
     world = make_world(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    keys = [args.policy] if args.policy != "both" else ["id", "hardened"]
+    keys = [args.policy] if args.policy != "all" else list(POLICIES)
     ring = Keyring.open(state.keyring_path or out / "keyring.json")
     t0 = time.monotonic()
-    print(f"world: {world.days} days, {world.shops} shops, "
+    print(f"world: {world.name}, {world.days} days, {world.shops} shops, "
           f"{sum(len(t) for t in world.taps)} taps, {len(world.fraud_tokens())} stolen cards "
           f"(seed {world.seed})", flush=True)
     results = []
