@@ -36,7 +36,7 @@ from host_tools.simfleet import EV_BLOCK, EV_PUSH, EV_TAP, Push
 from host_tools.wallet import issue_card
 from host_tools.world import FRAUD_KINDS, Card, Policy, Tap, World, tap_order
 from terminal import card as C
-from terminal import negative_list as nl
+from terminal import nl_format as nl
 from terminal import tap as T
 
 OUTCOME_NAMES = {T.APPROVED_OFFLINE: "APPROVED_OFFLINE", T.APPROVED_ONLINE: "APPROVED_ONLINE",
@@ -124,14 +124,16 @@ def card_image(card: Card, ring, start: dt.date) -> bytes:
         return image
     rec = C.CardRecord()
     C.decode_into(image, rec)
-    rec.atc = rec.last_online_atc = card.online_atc
-    keys = C.IssuerKeys(1)
-    version, key = ring.issuer_key(card.issuer)
-    keys.add(card.issuer, version, key)
-    C.seal(rec, keys)
-    out = bytearray(C.RECORD_LEN)
-    C.encode_into(rec, out)
-    if card.forged:
+    out = bytearray(image)
+    if card.online_atc:  # its next state: the other slot
+        rec.atc = rec.last_online_atc = card.online_atc
+        keys = C.IssuerKeys(1)
+        version, key = ring.issuer_key(card.issuer)
+        keys.add(card.issuer, version, key)
+        C.seal(rec, keys)
+        C.encode_into(rec, out)
+    if card.forged:  # made up: neither slot's MAC verifies
+        out[C.slot_offset(1) - 1] ^= 0x5A
         out[C.RECORD_LEN - 1] ^= 0x5A
     return bytes(out)
 

@@ -31,7 +31,8 @@ import tempfile
 import weakref
 from dataclasses import dataclass, field
 
-from host_tools.centre import _auth_rule, day_of
+from host_tools.centre import day_of
+from host_tools.centre.authorise import auth_rule
 from terminal import decision, listsync, protocol, sale
 from terminal.card import RECORD_LEN
 from terminal.clock import EPOCH_OFFSET
@@ -346,7 +347,7 @@ class TerminalGroup:
         the day started and this day's own approvals (host_tools.centre's rule)."""
         token = self._token
         row = self._ledger.get(token)
-        reason = _auth_rule(row, rec.issuer_id, amount, rec.product,
+        reason = auth_rule(row, rec.issuer_id, amount, rec.product,
                             day_of(self._now, self._cutover))
         if reason != "approved":
             return False, b"000000"
