@@ -21,7 +21,6 @@ Reports, pushes and taps at the same second come in that order.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import time
 from dataclasses import dataclass, field
@@ -32,9 +31,9 @@ from host_tools.centre import Centre, day_of
 from host_tools.detector import Detector
 from host_tools.errors import ToolError
 from host_tools.keyring import BENCH_ISSUERS
+from host_tools.simcard import card_image, decode_card
 from host_tools.simfleet import EV_BLOCK, EV_PUSH, EV_TAP, Push
-from host_tools.wallet import issue_card
-from host_tools.world import FRAUD_KINDS, Card, Policy, Tap, World, tap_order
+from host_tools.world import FRAUD_KINDS, Policy, Tap, World, tap_order
 from terminal import card as C
 from terminal import nl_format as nl
 from terminal import tap as T
@@ -114,36 +113,6 @@ class DayPlan:
     events: list[tuple]  # fleet.EV_* tuples in timeline order (taps: their index)
 
 
-def card_image(card: Card, ring, start: dt.date) -> bytes:
-    """The card's image as the world starts (the one use of the card API here):
-    issued by host_tools.wallet, counters set to its online history, MAC sealed;
-    a forged card's MAC is broken."""
-    expiry = f"{start.year + 3}-{start.month:02d}"
-    image = issue_card(card.token, card.issuer, card.product, ring, expiry=expiry)
-    if not card.online_atc and not card.forged:
-        return image
-    rec = C.CardRecord()
-    C.decode_into(image, rec)
-    out = bytearray(image)
-    if card.online_atc:  # its next state: the other slot
-        rec.atc = rec.last_online_atc = card.online_atc
-        keys = C.IssuerKeys(1)
-        version, key = ring.issuer_key(card.issuer)
-        keys.add(card.issuer, version, key)
-        C.seal(rec, keys)
-        C.encode_into(rec, out)
-    if card.forged:  # made up: neither slot's MAC verifies
-        out[C.slot_offset(1) - 1] ^= 0x5A
-        out[C.RECORD_LEN - 1] ^= 0x5A
-    return bytes(out)
-
-
-def decode_card(image: bytes) -> C.CardRecord:
-    rec = C.CardRecord()
-    C.decode_into(image, rec)
-    return rec
-
-
 class CentreSide:
     def __init__(self, world: World, policy: Policy, db_path: str | Path, ring, fee: int = 5,
                  keep_outcomes: bool = True):
@@ -167,8 +136,19 @@ class CentreSide:
         stolen = world.fraud_tokens()
         self.result = PolicyResult(policy.name, {t: 0 for t in fraud}, {t: 0 for t in stolen},
                                    [0] * world.days, key=policy.key)
-        self.wallet = {c.token: card_image(c, ring, world.start) for c in world.cards.values()
-                       if c.kind != "background"}
+        self.ring = ring
+        self.wallet: dict[str, bytes] = {}  # token -> card image, issued at first use
+
+    def image(self, token: str) -> bytes:
+        """The card's image as it is now (issued when first asked for)."""
+        img = self.wallet.get(token)
+        if img is None:
+            img = self.wallet[token] = card_image(self.world.cards[token], self.ring,
+                                                  self.world.start)
+        return img
+
+    def counters(self, token: str):
+        return decode_card(self.image(token))
 
     # -- lists -------------------------------------------------------------------------
 
@@ -287,9 +267,10 @@ class CentreSide:
     def skipped(self) -> None:
         self.result.skipped += 1
 
-    def evening(self, day: int, batches) -> Push:
+    def evening(self, day: int, batches, rows: bool = False) -> Push:
         """batches: [(terminal id, records)] of every terminal, in shop order (records:
-        64-byte journal records or their dicts). Returns the night's list."""
+        64-byte journal records or their dicts; with rows, centre.clearing_row's rows).
+        Returns the night's list."""
         r = self.result
         for token in self._declined_today:
             if token in self.world.thefts:
@@ -297,7 +278,10 @@ class CentreSide:
         for token in self._used_today:
             r.usable_days[token] += 1
         for terminal_id, records in batches:
-            self.centre.ingest_clearing(terminal_id, records)
+            if rows:
+                self.centre.ingest_rows(terminal_id, records)
+            else:
+                self.centre.ingest_clearing(terminal_id, records)
         business_day = day_of(self.world.unix(day), self.centre.cutover_min)
         if self.policy.detector:
             Detector(self.centre).run(business_day)
@@ -330,11 +314,9 @@ def open_centre(world: World, quota: int | None, path: str | Path, ring) -> Cent
     for issuer in sorted({c.issuer for c in world.cards.values()}):
         centre.add_issuer(issuer, names.get(issuer, f"issuer {issuer}"), quota)
     before = world.unix(0) - 86400
-    for card in world.cards.values():
-        if card.forged:
-            continue  # made-up numbers: no issuer knows them
-        centre.add_card(card.token, card.issuer, card.product, balance=card.balance,
-                        credit_limit=card.credit_limit, now=before)
+    centre.add_cards(((c.token, c.issuer, c.product, c.balance, c.credit_limit)
+                      for c in world.cards.values() if not c.forged),  # forged: made up
+                     now=before)
     for k, token in enumerate(world.background_blocked):
         centre.block(token, before - 3600 * (len(world.background_blocked) - k), "reported")
     return centre

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from host_tools.centreside import OUTCOME_CODES, CentreSide, PolicyResult, decode_card
+from host_tools.centreside import OUTCOME_CODES, CentreSide, PolicyResult
 from host_tools.emulator import Emulator
 from host_tools.link import TerminalLink
 from host_tools.pos import run_sale, sale_over_rf
@@ -100,7 +100,7 @@ def run_policy(world: World, policy: Policy, links, workdir: Path, ring, fee: in
         pn532_before = [link.pn532.counts["taps"] if link.pn532 is not None else 0
                         for link in links]
         for day in range(world.days):
-            plan = side.morning(day, lambda token: decode_card(wallet[token]))
+            plan = side.morning(day, side.counters)
             declined: set[str] = set()
             for ev in plan.events:
                 if ev[1] == EV_BLOCK:
@@ -114,6 +114,7 @@ def run_policy(world: World, policy: Policy, links, workdir: Path, ring, fee: in
                     side.skipped()
                     continue
                 link = links[tap.shop]
+                side.image(tap.token)  # issued at its first tap
                 now = world.unix(day, tap.second)
                 link.set_time(now)
                 if link.rf_device:

@@ -147,10 +147,14 @@ class Detector:
     def daily_subfloor(self, day: int) -> list[Finding]:
         """(a): runs of consecutive days with a near-floor approved sale, many shops."""
         cfg = self.config
+        # only tokens with such sales on run_days different days can make a run: the
+        # others (nearly every shopper) are left in the database
+        near = "approved = 1 AND amount >= ?1 AND amount < ?2 AND day BETWEEN ?3 AND ?4"
         rows = self._rows(
-            "SELECT * FROM clearing WHERE approved = 1 AND amount >= ? AND amount < ? "
-            "AND day BETWEEN ? AND ? ORDER BY token_hash, day, time",
-            (cfg.near_floor_min, cfg.floor_limit, *self._window(day)))
+            f"SELECT * FROM clearing WHERE {near} AND token_hash IN (SELECT token_hash FROM "
+            f"clearing WHERE {near} GROUP BY token_hash HAVING count(DISTINCT day) >= ?5) "
+            "ORDER BY token_hash, day, time",
+            (cfg.near_floor_min, cfg.floor_limit, *self._window(day), cfg.run_days))
         found = []
         for token_rows in _by_token(rows):
             found += self._subfloor_runs(token_rows)

@@ -31,14 +31,15 @@ import tempfile
 import weakref
 from dataclasses import dataclass, field
 
-from host_tools.centre import day_of
+from host_tools.centre import clearing_row, day_of
 from host_tools.centre.authorise import auth_rule
+from host_tools.simcard import card_image
 from terminal import decision, listsync, protocol, sale
 from terminal.card import RECORD_LEN
 from terminal.clock import EPOCH_OFFSET
 from terminal.guard import EnumerationGuard
 from terminal.issuers import IssuerTable
-from terminal.journal import RECORD_SIZE, JournalFull, pack_record_into
+from terminal.journal import RECORD_SIZE, JournalFull, decode, pack_record_into
 from terminal.keys import Keys
 from terminal.negative_list import NegativeList
 from terminal.params import Params
@@ -83,6 +84,13 @@ class DeploymentKeys:
         issuers = tuple(sorted((int(i), int(e["version"]), bytes.fromhex(e["key"]))
                                for i, e in ring.deployment()["issuers"].items()))
         return cls(key_id, list_key, issuers)
+
+    def issuer_key(self, issuer: int) -> tuple[int, bytes]:
+        """(key version, card MAC key) of an issuer, as a Keyring gives them."""
+        for i, version, key in self.issuers:
+            if i == issuer:
+                return version, key
+        raise SimError(f"no card key for issuer {issuer}")
 
     def install(self, capacity: int) -> Keys:
         keys = Keys(capacity)
@@ -292,8 +300,10 @@ class DayInput:
     day_unix: int  # Unix time of the day's 00:00
     cutover_min: int
     events: list[tuple]  # the group's timeline (EV_*), in order
-    images: dict[str, bytes]  # card images of the tokens tapped, as the day starts
+    images: dict[str, bytes | None]  # card images of the tokens tapped, as the day starts
     ledger: dict[str, dict | None]  # the centre's card rows of those tokens (None: unknown)
+    new_cards: dict = field(default_factory=dict)  # token -> world.Card: issue (image None)
+    start: object = None  # the world's first day (card expiry)
 
 
 @dataclass
@@ -301,7 +311,9 @@ class DayOutput:
     outcomes: list[tuple[int, int]] = field(default_factory=list)  # (tap index, final)
     images: dict[str, bytes] = field(default_factory=dict)  # card images after the day
     online: list[tuple] = field(default_factory=list)  # (index, tid, seq, approved)
-    clearing: list[tuple[int, int, bytes]] = field(default_factory=list)  # shop, tid, records
+    # (shop, terminal id, rows): the journal records as centre.clearing_row makes them,
+    # with the records' terminal time made Unix time as a batch pull does
+    clearing: list[tuple[int, int, list[tuple]]] = field(default_factory=list)
 
 
 class TerminalGroup:
@@ -362,6 +374,8 @@ class TerminalGroup:
         self._ledger = {t: (dict(r) if r is not None else None) for t, r in inp.ledger.items()}
         self._cutover = inp.cutover_min
         images = dict(inp.images)
+        for token, card in inp.new_cards.items():
+            images[token] = card_image(card, self.deployment, inp.start)
         declined: set[str] = set()
         terminals = self.terminals
         outcomes = out.outcomes
@@ -391,8 +405,21 @@ class TerminalGroup:
         for shop in sorted(terminals):
             t = terminals[shop]
             if t.journal.pending:
-                out.clearing.append((shop, t.terminal_id, t.journal.take()))
+                out.clearing.append((shop, t.terminal_id,
+                                     clearing_rows(t.terminal_id, t.journal.take(),
+                                                   inp.cutover_min)))
         return out
+
+
+def clearing_rows(terminal_id: int, raw: bytes, cutover_min: int) -> list[tuple]:
+    """A batch's records as the centre stores them: decoded (CRC checked), terminal
+    time made Unix time (as transfer.pull_batch does), then centre.clearing_row."""
+    rows = []
+    for i in range(0, len(raw), RECORD_SIZE):
+        rec = decode(raw[i:i + RECORD_SIZE])
+        rec["time"] += EPOCH_OFFSET
+        rows.append(clearing_row(terminal_id, rec, cutover_min, 0))
+    return rows
 
 
 def run_group_day(group: TerminalGroup, inp: DayInput) -> tuple[TerminalGroup, DayOutput]:

@@ -32,13 +32,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from host_tools.centre import day_of
+from host_tools.centre.clearing import CLEARING_COLS
 from host_tools.centreside import (
     OUTCOME_CODES,
     PRODUCT_CODES,
     CentreSide,
     PolicyResult,
     check_world,
-    decode_card,
 )
 from host_tools.errors import ToolError
 from host_tools.progress import Progress
@@ -52,14 +52,13 @@ from host_tools.simfleet import (
     run_group_day,
 )
 from host_tools.world import Policy, World
-from terminal import journal as jr
 from terminal import tap as T
-from terminal.clock import EPOCH_OFFSET
 from terminal.params import index_of
 
 # Sweepable names that are not terminal parameters.
 POLICY_FIELDS = ("list_quota",)
 TERMINAL_ID_BASE = 0x51000000
+_CODE = CLEARING_COLS.index("approval_code")
 
 
 # -- the fast fleet -----------------------------------------------------------------
@@ -167,10 +166,11 @@ def _run(world, policy, side: CentreSide, keys, say, n_groups, client) -> Policy
     centre = side.centre
     cutover = centre.cutover_min
     wallet = side.wallet
+    cards = world.cards
     push = side.opening_list()
     with Progress(f"simulate {policy.key}", world.days, "days") as bar:
         for day in range(world.days):
-            plan = side.morning(day, lambda token: decode_card(wallet[token]))
+            plan = side.morning(day, side.counters)
             fleet.assign(plan.taps)
             tokens_of: list[set[str]] = [set() for _ in range(fleet.n)]
             events_of: list[list[tuple]] = [[(-1, EV_PUSH, push)] for _ in range(fleet.n)]
@@ -190,9 +190,11 @@ def _run(world, policy, side: CentreSide, keys, say, n_groups, client) -> Policy
                 mine = [ev for t, ev in blocked.items() if t in tokens_of[g]]
                 if mine:
                     events = sorted(events + mine, key=_event_key)
-                inputs.append(DayInput(day, world.unix(day), cutover, events,
-                                       {t: wallet[t] for t in tokens_of[g]},
-                                       {t: rows.get(t) for t in tokens_of[g]}))
+                images = {t: wallet.get(t) for t in tokens_of[g]}
+                inputs.append(DayInput(day, world.unix(day), cutover, events, images,
+                                       {t: rows.get(t) for t in tokens_of[g]},
+                                       {t: cards[t] for t, i in images.items() if i is None},
+                                       world.start))
             t0 = time.perf_counter()
             outputs = fleet.run(inputs)
             t1 = time.perf_counter()
@@ -263,23 +265,14 @@ def _centre_day(world: World, side: CentreSide, plan, outputs):
             if answer["approved"]:
                 approval[(o[1], o[2])] = answer["approval_code"]
         side.record(tap, code)
-    clearing.sort()
-    batches = [(tid, _records(tid, raw, approval)) for _shop, tid, raw in clearing]
-    return side.evening(plan.day, batches)
-
-
-def _records(tid: int, raw: bytes, approval: dict) -> list[dict]:
-    """Journal records as the host reads them from a batch (transfer.pull_batch):
-    decoded, terminal time made Unix time; online approvals get the centre's code."""
-    out = []
-    for i in range(0, len(raw), jr.RECORD_SIZE):
-        rec = jr.decode(raw[i:i + jr.RECORD_SIZE])
-        rec["time"] += EPOCH_OFFSET
-        code = approval.get((tid, rec["seq"]))
-        if code is not None:
-            rec["approval_code"] = code.encode()
-        out.append(rec)
-    return out
+    clearing.sort(key=lambda c: c[0])
+    batches = []
+    for _shop, tid, rows in clearing:
+        if approval:  # online approvals carry the centre's code, not the group's stand-in
+            rows = [r if (tid, r[1]) not in approval else
+                    r[:_CODE] + (approval[(tid, r[1])],) + r[_CODE + 1:] for r in rows]
+        batches.append((tid, rows))
+    return side.evening(plan.day, batches, rows=True)
 
 
 # -- Dask ----------------------------------------------------------------------------

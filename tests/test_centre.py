@@ -241,6 +241,32 @@ def test_a_format_1_database_is_migrated_with_epoch_0(tmp_path):
         assert c.db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 2
 
 
+def test_a_seq_twice_in_one_batch_is_checked_against_the_first(centre):
+    assert centre.ingest_clearing(T1, [record(1), record(2), record(1)]) == (2, 1)
+    assert centre.card(CREDIT)["credit_used"] == 2 * 9800  # charged once per stored sale
+    twin = record(3, amount=100, offline_amount_today=9800, offline_amount_since_online=9800)
+    with pytest.raises(ToolError, match=r"1 record\(s\) \(seq 3\) differ"):
+        centre.ingest_clearing(T1, [record(3), twin, record(4)])
+    assert [r["amount"] for r in centre.clearing(T1)] == [9800] * 4
+    (a,) = centre.alerts(kind="clearing_conflict")
+    assert a["detail"]["fields"] == ["amount"]
+
+
+def test_add_cards_registers_many_checked_as_add_card(centre):
+    centre.add_cards([("4980000000000001", AEON, "credit", None, 10_000),
+                      ("5100000000000002", AU, "prepaid", 500, None)])
+    assert centre.card("5100000000000002")["balance"] == 500
+    assert centre.card("4980000000000001")["token_hash"] == centre.token_hash(
+        "4980000000000001")
+    with pytest.raises(ToolError, match="unknown issuer 9"):
+        centre.add_cards([("4980000000000003", 9, "credit", None, 1)])
+    with pytest.raises(ToolError, match="already registered"):
+        centre.add_cards([("4980000000000004", AEON, "credit", None, 1),
+                          ("4980000000000001", AEON, "credit", None, 1)])
+    with pytest.raises(ToolError):
+        centre.card("4980000000000004")  # nothing of a refused batch is stored
+
+
 def test_gaps_show_lost_records(centre):
     centre.ingest_clearing(T1, [record(s) for s in (1, 2, 5, 6, 9)])
     assert centre.clearing_gaps(T1) == [(3, 4), (7, 8)]

@@ -162,6 +162,48 @@ def insert_clearing(db: sqlite3.Connection, row: tuple) -> bool:
     return cur.rowcount == 1
 
 
+def epoch_runs(rows: list[tuple]) -> list[list[tuple]]:
+    """A batch cut where its epoch changes: each run is one journal's records."""
+    runs: list[list[tuple]] = []
+    for r in rows:
+        if runs and runs[-1][0][1] == r[1]:
+            runs[-1].append(r)
+        else:
+            runs.append([r])
+    return runs
+
+
+def split_new(db: sqlite3.Connection, run: list[tuple]) -> tuple[list[tuple], list[tuple]]:
+    """(rows not stored yet, rows already stored) of one epoch run: a row is stored
+    when its (terminal, epoch, seq) is, or came earlier in the same batch."""
+    if not run:
+        return [], []
+    tid, epoch = run[0][0], run[0][1]
+    seqs = [r[2] for r in run]
+    stored = {s for (s,) in db.execute("SELECT seq FROM clearing WHERE terminal_id = ? AND "
+                                       "epoch = ? AND seq BETWEEN ? AND ?",
+                                       (tid, epoch, min(seqs), max(seqs)))}
+    new, old = [], []
+    for r in run:
+        if r[2] in stored:
+            old.append(r)
+        else:
+            stored.add(r[2])
+            new.append(r)
+    return new, old
+
+
+def insert_clearing_many(db: sqlite3.Connection, rows: list[tuple]) -> None:
+    """Rows split_new found new, in one statement each: stored, and the offline
+    approvals among them charged (as insert_clearing then settle_offline, row by row)."""
+    db.executemany(f"INSERT INTO clearing ({', '.join(CLEARING_COLS)}) VALUES "
+                   f"({', '.join('?' * len(CLEARING_COLS))})", rows)
+    amount, h, ok, online = _COL["amount"], _COL["token_hash"], _COL["approved"], _COL["online"]
+    db.executemany("UPDATE cards SET balance = balance - ?, credit_used = credit_used + "
+                   "CASE WHEN product = 'credit' THEN ? ELSE 0 END WHERE token_hash = ?",
+                   [(r[amount], r[amount], r[h]) for r in rows if r[ok] and not r[online]])
+
+
 def settle_offline(db: sqlite3.Connection, row: tuple) -> None:
     # An offline approval reaches the issuer only now: charge it to the card.
     # (Online approvals were charged when authorised.)

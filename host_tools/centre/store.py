@@ -19,10 +19,11 @@ from host_tools.centre.alerts import insert_alert
 from host_tools.centre.authorise import RESPONSES, auth_rule, next_code, use_funds
 from host_tools.centre.clearing import (
     clearing_row,
-    insert_clearing,
+    epoch_runs,
+    insert_clearing_many,
     new_epoch_alert,
     same_as_stored,
-    settle_offline,
+    split_new,
 )
 from host_tools.centre.report import report as report_rows
 from host_tools.centre.schema import connect, dicts, meta, migrate
@@ -144,6 +145,31 @@ class Centre:
                  expiry: int | str | dt.date | None = None, now: int | None = None) -> bytes:
         """Register a card/token; returns its token hash. Prepaid and debit cards have a
         balance (default 0), credit cards a credit limit; expiry is the last valid day."""
+        row = self._card_row(token, issuer, product, balance, credit_limit, expiry, now)
+        try:
+            with self.tx() as db:
+                db.execute("INSERT INTO cards (token, token_hash, issuer, product, balance, "
+                           "credit_limit, expiry, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                           row)
+        except sqlite3.IntegrityError:
+            raise ToolError(f"token {row[0]} is already registered") from None
+        return row[1]
+
+    def add_cards(self, cards: Iterable[tuple], now: int | None = None) -> None:
+        """Register many cards in one transaction (a simulated world's): each
+        (token, issuer, product, balance, credit_limit), checked as add_card checks."""
+        known = {r["id"] for r in self.issuers()}
+        rows = [self._card_row(t, i, p, b, c, None, now, known) for t, i, p, b, c in cards]
+        try:
+            with self.tx() as db:
+                db.executemany("INSERT INTO cards (token, token_hash, issuer, product, "
+                               "balance, credit_limit, expiry, created_at) VALUES (?, ?, ?, "
+                               "?, ?, ?, ?, ?)", rows)
+        except sqlite3.IntegrityError as e:
+            raise ToolError(f"a token is already registered ({e})") from None
+
+    def _card_row(self, token, issuer, product, balance, credit_limit, expiry, now,
+                  known=None) -> tuple:
         raw = token_bytes(token)
         prod = product_name(product)
         if prod == "credit":
@@ -154,18 +180,11 @@ class Centre:
             if credit_limit is not None:
                 raise ToolError(f"a {prod} card has a balance, not a credit limit")
             balance = check_amount(balance or 0, "balance", allow_zero=True)
-        self._issuer_known(issuer)
-        h = self.hasher.hash(raw)
+        if known is None or issuer not in known:
+            self._issuer_known(issuer)
         exp = None if expiry is None else as_day(expiry)
-        try:
-            with self.tx() as db:
-                db.execute("INSERT INTO cards (token, token_hash, issuer, product, balance, "
-                           "credit_limit, expiry, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                           (raw.decode(), h, issuer, prod, balance, credit_limit, exp,
-                            now_or(now)))
-        except sqlite3.IntegrityError:
-            raise ToolError(f"token {raw.decode()} is already registered") from None
-        return h
+        return (raw.decode(), self.hasher.hash(raw), issuer, prod, balance, credit_limit, exp,
+                now_or(now))
 
     def _issuer_known(self, issuer: int) -> None:
         if self.db.execute("SELECT 1 FROM issuers WHERE id = ?", (issuer,)).fetchone() is None:
@@ -250,19 +269,29 @@ class Centre:
         Offline approvals debit the card's balance or credit."""
         t = now_or(now)
         rows = [clearing_row(terminal_id, r, self.cutover_min, t, batch_id) for r in records]
+        return self.ingest_rows(terminal_id, rows, batch_id, t)
+
+    def ingest_rows(self, terminal_id: int, rows: list[tuple], batch_id: int | None = None,
+                    now: int | None = None) -> tuple[int, int]:
+        """ingest_clearing from rows clearing_row made (the fleet simulation makes them
+        where the records were journalled, in parallel); their ingest time is now's.
+        Each epoch's run of the batch is stored with one statement."""
+        t = now_or(now)
+        rows = [r[:-1] + (t,) for r in rows]
         inserted = dups = 0
         conflicts = []
         with self.tx() as db:
             self._see_terminal(db, terminal_id)
-            for row in rows:
-                new_epoch_alert(db, row, t)
-                if insert_clearing(db, row):
-                    inserted += 1
-                    settle_offline(db, row)
-                elif same_as_stored(db, row, t):
-                    dups += 1
-                else:
-                    conflicts.append(row[2])
+            for run in epoch_runs(rows):
+                new_epoch_alert(db, run[0], t)
+                new, old = split_new(db, run)
+                insert_clearing_many(db, new)
+                inserted += len(new)
+                for row in old:
+                    if same_as_stored(db, row, t):
+                        dups += 1
+                    else:
+                        conflicts.append(row[2])
             db.execute("UPDATE terminals SET last_ingest_at = ?, last_batch = "
                        "coalesce(?, last_batch) WHERE id = ?", (t, batch_id, terminal_id))
         if conflicts:
