@@ -89,6 +89,8 @@ class PolicyResult:
     skipped: int = 0  # attempts a thief dropped after a decline that day
     seconds: float = 0.0
     fleet_seconds: float = 0.0  # fast fleet: running the terminals' days (wall time)
+    fleet_cpu: float = 0.0  # ... the process time that took, every group's
+    tap_cpu: float = 0.0  # ... of which the taps themselves (not issuing cards, rows)
     centre_seconds: float = 0.0  # ... and the centre's day ends
     terminal_moves: int = 0  # fast fleet: terminals moved to join a card's shops
     key: str = ""
@@ -98,6 +100,10 @@ class PolicyResult:
     @property
     def total_loss(self) -> int:
         return sum(self.losses.values())
+
+    def taps_per_core_second(self) -> float:
+        """Fast fleet: taps per second of one core's time on the tap path."""
+        return self.taps / max(self.tap_cpu, 1e-9)
 
     def online_rate(self) -> float:
         return self.shopper_online / max(self.shopper_taps, 1)

@@ -28,6 +28,7 @@ from host_tools.commands import (
     sale,
     simulate,
     status,
+    tune,
 )
 from host_tools.commands import list as list_
 from host_tools.commands import time as time_
@@ -38,7 +39,9 @@ PROG = "termctl"
 
 EPILOG = """\
 examples:
-  termctl demo                             the incident on emulated boards, two policies
+  termctl demo                             the incident on emulated boards, three policies
+  termctl simulate --world adaptive        a scenario on the fast fleet (Dask when large)
+  termctl tune                             the parameters' frontier: loss against cost
   termctl emulate --detach                 start an emulated board; the commands below find it
   termctl ports                            the boards running here, the serial ports
   termctl keys push && termctl time set --now
@@ -69,6 +72,7 @@ COMMANDS = {
     "centre": (centre.argparse_centre, centre.do_centre),
     "demo": (demo.argparse_demo, demo.do_demo),
     "simulate": (simulate.argparse_simulate, simulate.do_simulate),
+    "tune": (tune.argparse_tune, tune.do_tune),
     "flash": (flash.argparse_flash, flash.do_flash),
     "ports": (ports.argparse_ports, ports.do_ports),
 }

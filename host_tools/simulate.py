@@ -149,6 +149,37 @@ def _put(group: TerminalGroup, terminals):
     return group
 
 
+class _Ledger:
+    """The centre's card rows the issuer's rule reads (host_tools.centre.authorise),
+    kept in step with what the centre does to them: blocks, online approvals, offline
+    approvals charged at the clearing. The replay checks every answer the groups got
+    from these rows against the centre's own, so a step missed here stops the run."""
+
+    def __init__(self, centre):
+        self.rows = {r["token"]: dict(r) for r in centre.db.execute("SELECT * FROM cards")}
+        self.by_hash = {r["token_hash"]: r for r in self.rows.values()}
+
+    def block(self, token: str) -> None:
+        self.rows[token]["status"] = "blocked"
+
+    def approved_online(self, token: str, amount: int) -> None:
+        row = self.rows[token]
+        if row["product"] == "credit":
+            row["credit_used"] += amount
+        else:
+            row["balance"] -= amount
+
+    def cleared(self, rows) -> None:
+        for r in rows:  # centre.clearing: offline approvals are charged now
+            if r[10] and not r[11]:
+                card = self.by_hash.get(r[4])
+                if card is not None:
+                    if card["balance"] is not None:
+                        card["balance"] -= r[7]
+                    if card["product"] == "credit":
+                        card["credit_used"] += r[7]
+
+
 def run(world: World, policy: Policy, ring, fee: int = 5, say=None, groups: int = 1,
         client=None, keep_outcomes: bool = True, db: str | Path = ":memory:") -> PolicyResult:
     """The world under the policy on the fast fleet. groups: how many groups the
@@ -165,6 +196,7 @@ def _run(world, policy, side: CentreSide, keys, say, n_groups, client) -> Policy
     fleet = _Groups(world, policy, keys, max(1, min(n_groups, world.shops)), client)
     centre = side.centre
     cutover = centre.cutover_min
+    ledger = _Ledger(centre)
     wallet = side.wallet
     cards = world.cards
     push = side.opening_list()
@@ -183,7 +215,7 @@ def _run(world, policy, side: CentreSide, keys, say, n_groups, client) -> Policy
                     for events in events_of:
                         events.append(ev)
             blocked = {ev[2]: ev for ev in plan.events if ev[1] == EV_BLOCK}
-            rows = _card_rows(centre, set().union(*tokens_of))
+            rows = ledger.rows
             inputs = []
             for g in range(fleet.n):
                 events = events_of[g]
@@ -198,8 +230,10 @@ def _run(world, policy, side: CentreSide, keys, say, n_groups, client) -> Policy
             t0 = time.perf_counter()
             outputs = fleet.run(inputs)
             t1 = time.perf_counter()
-            push = _centre_day(world, side, plan, outputs)
+            push = _centre_day(world, side, plan, outputs, ledger)
             side.result.fleet_seconds += t1 - t0
+            side.result.fleet_cpu += sum(o.cpu_seconds for o in outputs)
+            side.result.tap_cpu += sum(o.tap_cpu for o in outputs)
             side.result.centre_seconds += time.perf_counter() - t1
             if say:
                 r = side.result
@@ -215,18 +249,7 @@ def _event_key(ev):
     return (ev[0], ev[1], ev[2] if ev[1] == EV_TAP else 0)
 
 
-def _card_rows(centre, tokens: set[str]) -> dict[str, dict]:
-    out = {}
-    tokens_list = sorted(tokens)
-    for i in range(0, len(tokens_list), 900):
-        chunk = tokens_list[i:i + 900]
-        q = f"SELECT * FROM cards WHERE token IN ({','.join('?' * len(chunk))})"
-        for r in centre.db.execute(q, chunk):
-            out[r["token"]] = dict(r)
-    return out
-
-
-def _centre_day(world: World, side: CentreSide, plan, outputs):
+def _centre_day(world: World, side: CentreSide, plan, outputs, ledger: _Ledger):
     """The day's end at the centre: the groups' results in timeline order, online
     requests replayed, the clearing ingested; returns the night's list."""
     codes: dict[int, int] = {}
@@ -244,6 +267,7 @@ def _centre_day(world: World, side: CentreSide, plan, outputs):
         kind = ev[1]
         if kind == EV_BLOCK:
             side.block(ev[2], ev[0])
+            ledger.block(ev[2])
             continue
         if kind != EV_TAP:
             continue
@@ -264,6 +288,7 @@ def _centre_day(world: World, side: CentreSide, plan, outputs):
                                 f"from the group on day {plan.day} ({answer['reason']})")
             if answer["approved"]:
                 approval[(o[1], o[2])] = answer["approval_code"]
+                ledger.approved_online(tap.token, tap.amount)
         side.record(tap, code)
     clearing.sort(key=lambda c: c[0])
     batches = []
@@ -272,6 +297,7 @@ def _centre_day(world: World, side: CentreSide, plan, outputs):
             rows = [r if (tid, r[1]) not in approval else
                     r[:_CODE] + (approval[(tid, r[1])],) + r[_CODE + 1:] for r in rows]
         batches.append((tid, rows))
+        ledger.cleared(rows)
     return side.evening(plan.day, batches, rows=True)
 
 
@@ -295,7 +321,7 @@ def dask_client(scheduler: str | None = None, workers: int = 2):
             yield client
         return
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                           dashboard_address=None, silence_logs=40)
+                           dashboard_address=":0", silence_logs=40)
     with cluster, Client(cluster) as client:
         yield client
 

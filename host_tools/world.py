@@ -27,6 +27,7 @@ import datetime as dt
 import random
 import zlib
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 from terminal import params as P
 
@@ -143,8 +144,7 @@ class Card:
     forged: bool = False  # the image's MAC does not verify
 
 
-@dataclass(frozen=True)
-class Tap:
+class Tap(NamedTuple):
     day: int
     second: int  # of the day
     shop: int

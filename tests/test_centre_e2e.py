@@ -41,10 +41,11 @@ def test_online_approval_from_the_centre(bench):
 
 
 def test_prepaid_brute_force_declined_then_refused_locally(bench):
+    # decline_limit (2 by default): the third attempt never reaches the issuer
     outs = [sale(bench, 17600, "5000000000000009", "--issuer", "3", "--product", "prepaid")
-            for _ in range(4)]
-    assert all(o.startswith("DECLINED_ONLINE") for o in outs[:3])
-    assert outs[3].startswith("DECLINED_OFFLINE") and "too_many_declines" in outs[3]
+            for _ in range(3)]
+    assert all(o.startswith("DECLINED_ONLINE") for o in outs[:2])
+    assert outs[2].startswith("DECLINED_OFFLINE") and "too_many_declines" in outs[2]
     bench("batch", "pull", "--centre", "centre.db")
     assert "repeated_declines" in bench("centre", "detect")
 

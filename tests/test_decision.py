@@ -240,7 +240,7 @@ def test_split_sale_counts_an_online_approval_too_and_window_zero_disables():
     (25000, 4999, False), (25000, 5000, False), (25000, 5001, True), (30000, 1, True),
 ])
 def test_card_daily_cap(already, amount, exceeded):
-    rig = Rig(cumulative_offline_cap=100000, terminal_daily_cap=100000)
+    rig = Rig(daily_offline_cap=30000, cumulative_offline_cap=100000, terminal_daily_cap=100000)
     raw = rig.card(offline_day=business_day(NOW, 0), offline_today=already)
     res = rig.tap(raw, amount)
     assert bool(why(res) & D.R_DAILY_CAP) == exceeded
@@ -258,7 +258,7 @@ def test_card_daily_amount_of_another_day_does_not_count_but_a_future_day_does()
     (45000, 4999, False), (45000, 5000, False), (45000, 5001, True),
 ])
 def test_card_cumulative_cap(since, amount, exceeded):
-    rig = Rig(daily_offline_cap=100000, terminal_daily_cap=100000)
+    rig = Rig(daily_offline_cap=100000, cumulative_offline_cap=50000, terminal_daily_cap=100000)
     res = rig.tap(rig.card(offline_since_online=since), amount)
     assert bool(why(res) & D.R_CUMULATIVE_CAP) == exceeded
     assert bool(why(res) & D.R_TERMINAL_CUMULATIVE_CAP) is False

@@ -173,7 +173,8 @@ def test_pico_board_reboots_onto_its_counter_snapshot_under_its_heap_cap(emulate
         push_keys(t, t.keyring)
         t.set_time(1_795_000_000)
         t.set_params({"new_card_online": 0, "random_target_pct": 0,
-                      "random_max_target_pct": 0})
+                      "random_max_target_pct": 0, "lower_consecutive_offline": 3,
+                      "upper_consecutive_offline": 6})
         image = issue_card("4980000000000001", 1, "credit", t.keyring)
         outcomes = []
         for _ in range(5):

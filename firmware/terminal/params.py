@@ -38,21 +38,23 @@ P_NEW_CARD_ONLINE = const(19)
 _MAX_AMOUNT = const(100_000_000)
 
 # (name, default, minimum, maximum). Defaults where the schemes publish
-# nothing (daily and cumulative caps, consecutive limits, random selection) are
-# this project's choices; host_tools/paramdoc.py says what each one means (kept
-# there because on a board these strings would cost heap for text only the host prints).
+# nothing (daily and cumulative caps, consecutive limits, random selection,
+# decline limit) are this project's choices, tuned with `termctl tune` on the
+# shipped scenarios: docs/decision.md says why each is what it is;
+# host_tools/paramdoc.py says what each one means (kept there because on a board
+# these strings would cost heap for text only the host prints).
 TABLE = (
     ("floor_limit", 10000, 0, _MAX_AMOUNT),
-    ("daily_offline_cap", 30000, 0, _MAX_AMOUNT),
-    ("cumulative_offline_cap", 50000, 0, _MAX_AMOUNT),
+    ("daily_offline_cap", 10000, 0, _MAX_AMOUNT),
+    ("cumulative_offline_cap", 30000, 0, _MAX_AMOUNT),
     ("terminal_daily_cap", 30000, 0, _MAX_AMOUNT),
-    ("lower_consecutive_offline", 3, 0, 255),
-    ("upper_consecutive_offline", 6, 0, 255),
-    ("random_target_pct", 5, 0, 99),
-    ("random_max_target_pct", 25, 0, 99),
-    ("random_threshold", 2000, 0, _MAX_AMOUNT),
+    ("lower_consecutive_offline", 16, 0, 255),
+    ("upper_consecutive_offline", 32, 0, 255),
+    ("random_target_pct", 0, 0, 99),
+    ("random_max_target_pct", 50, 0, 99),
+    ("random_threshold", 4000, 0, _MAX_AMOUNT),
     ("split_window_s", 900, 0, 86400),
-    ("decline_limit", 3, 1, 100),
+    ("decline_limit", 2, 1, 100),
     ("enum_distinct_limit", 30, 1, 10000),
     ("enum_window_min", 10, 1, 1440),
     ("enum_lockout_min", 60, 1, 1440),
