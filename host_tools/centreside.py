@@ -289,8 +289,8 @@ class CentreSide:
             else:
                 self.centre.ingest_clearing(terminal_id, records)
         business_day = day_of(self.world.unix(day), self.centre.cutover_min)
-        if self.policy.detector:
-            Detector(self.centre).run(business_day)
+        if self.policy.detector and not self.policy.overflow_online_only:
+            Detector(self.centre).run(business_day)  # (else next_list runs it)
         return self._full_list(business_day)
 
     def finish(self) -> PolicyResult:
