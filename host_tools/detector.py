@@ -147,14 +147,20 @@ class Detector:
     def daily_subfloor(self, day: int) -> list[Finding]:
         """(a): runs of consecutive days with a near-floor approved sale, many shops."""
         cfg = self.config
-        # only tokens with such sales on run_days different days can make a run: the
-        # others (nearly every shopper) are left in the database
+        # Which tokens have run_days such days close enough together: from (token, day)
+        # pairs alone; only theirs are read whole (nearly every shopper is left out).
         near = "approved = 1 AND amount >= ?1 AND amount < ?2 AND day BETWEEN ?3 AND ?4"
-        rows = self._rows(
-            f"SELECT * FROM clearing WHERE {near} AND token_hash IN (SELECT token_hash FROM "
-            f"clearing WHERE {near} GROUP BY token_hash HAVING count(DISTINCT day) >= ?5) "
-            "ORDER BY token_hash, day, time",
-            (cfg.near_floor_min, cfg.floor_limit, *self._window(day), cfg.run_days))
+        args = (cfg.near_floor_min, cfg.floor_limit, *self._window(day))
+        days_of: dict[bytes, list[int]] = {}
+        for h, d in self.centre.db.execute(
+                f"SELECT DISTINCT token_hash, day FROM clearing WHERE {near} "
+                "ORDER BY token_hash, day", args):
+            days_of.setdefault(h, []).append(d)
+        rows = []
+        for h, days in days_of.items():
+            if _has_run(days, cfg.run_days, 1 + cfg.max_gap_days):
+                rows += self._rows(f"SELECT * FROM clearing WHERE token_hash = ?5 AND {near} "
+                                   "ORDER BY day, time", (*args, h))
         found = []
         for token_rows in _by_token(rows):
             found += self._subfloor_runs(token_rows)
@@ -340,6 +346,19 @@ def _apply_quotas(entries: list[ListEntry], quotas: dict[int, int | None]):
         taken[e.issuer] = taken.get(e.issuer, 0) + 1
         listed.append(e)
     return listed, overflow
+
+
+def _has_run(days: list[int], run_days: int, step: int) -> bool:
+    """Sorted distinct days hold run_days of them with no gap above step (a run of
+    _subfloor_runs)."""
+    n = 0
+    prev = None
+    for d in days:
+        n = n + 1 if prev is not None and d - prev <= step else 1
+        if n >= run_days:
+            return True
+        prev = d
+    return False
 
 
 def _by_token(rows: list[dict]) -> list[list[dict]]:

@@ -58,7 +58,8 @@ from terminal.params import index_of
 # Sweepable names that are not terminal parameters.
 POLICY_FIELDS = ("list_quota",)
 TERMINAL_ID_BASE = 0x51000000
-_CODE = CLEARING_COLS.index("approval_code")
+_CODE, _HASH, _AMOUNT, _APPROVED, _ONLINE = (CLEARING_COLS.index(c) for c in (
+    "approval_code", "token_hash", "amount", "approved", "online"))
 
 
 # -- the fast fleet -----------------------------------------------------------------
@@ -171,13 +172,13 @@ class _Ledger:
 
     def cleared(self, rows) -> None:
         for r in rows:  # centre.clearing: offline approvals are charged now
-            if r[10] and not r[11]:
-                card = self.by_hash.get(r[4])
+            if r[_APPROVED] and not r[_ONLINE]:
+                card = self.by_hash.get(r[_HASH])
                 if card is not None:
                     if card["balance"] is not None:
-                        card["balance"] -= r[7]
+                        card["balance"] -= r[_AMOUNT]
                     if card["product"] == "credit":
-                        card["credit_used"] += r[7]
+                        card["credit_used"] += r[_AMOUNT]
 
 
 def run(world: World, policy: Policy, ring, fee: int = 5, say=None, groups: int = 1,

@@ -479,3 +479,10 @@ def test_month_next_list_and_losses(month):
     print(f"stolen cards: {len(world.stolen)}, offline fraud {lost:,} yen; a list fed on the "
           f"flag day (pushed the next morning) would have stopped {saved:,} yen; first flags: "
           + ", ".join(f"{k}:{day_text(START + v)}" for (k, _), v in sorted(first.items())[:3]))
+
+
+def test_has_run_matches_the_runs_subfloor_keeps():
+    assert D._has_run([1, 2, 3], 3, 1)
+    assert not D._has_run([1, 2, 4], 3, 1)  # a day missing breaks the run
+    assert D._has_run([1, 2, 4], 3, 2)  # ... unless a gap of a day is allowed
+    assert D._has_run([1, 5, 6, 7], 3, 1) and not D._has_run([1, 3, 5], 2, 1)
