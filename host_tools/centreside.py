@@ -331,17 +331,16 @@ def open_centre(world: World, quota: int | None, path: str | Path, ring) -> Cent
 def next_list(centre: Centre, policy: Policy, quota: int | None, day: int, version: int,
               key_id: int) -> bytes:
     """The evening's full list. iD as reported: the reported cards, oldest first, as
-    many as the quota holds (a full quota refuses new entries). The project:
-    reported plus detector-flagged tokens, every one sent; a quota overflow makes the
-    terminal send that issuer online (the safe degradation)."""
+    many as the quota holds (a full quota refuses new entries, and nobody knows).
+    The project: reported plus detector-flagged tokens, as `termctl centre
+    next-list` builds it: each issuer within its quota, and the list says how many
+    entries it withheld, so the terminal puts that issuer online-only (the safe
+    degradation)."""
     if policy.overflow_online_only:
         nxt = Detector(centre).next_negative_list(day)
-        sections = nxt.sections()
-        for issuer, extra in nxt.overflow.items():
-            sections.setdefault(issuer, []).extend((e.token_hash, e.expiry) for e in extra)
-        quotas = {i: q for i, q in nxt.quotas.items() if q}
-        return listbuild.encode_full(sections, version=version, base_day=day, key_id=key_id,
-                                     quotas=quotas)
+        withheld = {i: len(v) for i, v in nxt.overflow.items() if v}
+        return listbuild.encode_full(nxt.sections(), version=version, base_day=day,
+                                     key_id=key_id, quotas=nxt.quotas, withheld=withheld)
     blocked = sorted(centre.cards(status="blocked"), key=lambda c: c["blocked_at"])
     listed: dict[int, list] = {}
     for card in blocked:
