@@ -46,7 +46,7 @@ def _per_tap(ring, quick):
     from host_tools import simulate
     from host_tools.world import POLICIES
 
-    per_shop, days, sizes = (30, 4, (10, 40, 160)) if quick else (100, 5, (10, 100, 1000))
+    per_shop, days, sizes = (40, 3, (20, 60, 160)) if quick else (100, 5, (10, 100, 1000))
     rows, rates, cost = [], [], {}
     for shops in sizes:
         world = _world(days, shops, shops * per_shop)
@@ -80,7 +80,7 @@ def _scaling(ring, quick, client):
     from host_tools import simulate
     from host_tools.world import POLICIES
 
-    grid = [(3, 10), (3, 40)] if quick else [(10, 100), (10, 1000), (30, 100), (30, 1000)]
+    grid = [(3, 20)] if quick else [(10, 100), (10, 1000), (30, 100), (30, 1000)]
     rows = []
     large = None
     for days, shops in grid:

@@ -134,10 +134,9 @@ def run_policy(world: World, policy: Policy, links, workdir: Path, ring, fee: in
             for link, batch in zip(links, batches):
                 ack_batch(link, batch.batch_id)
             push_everywhere(links, push)
-            r = side.result
+            daily = side.result.daily_losses
             say(f"  {policy.key:<9} day {day + 1:>2}/{world.days}: {len(plan.taps):>3} taps, "
-                f"fraud approved {r.daily_losses[day]:>7,} yen, total "
-                f"{sum(r.daily_losses[:day + 1]):>8,} yen")
+                f"fraud approved {daily[day]:>7,} yen, total {sum(daily[:day + 1]):>8,} yen")
         side.result.pn532_taps = sum(link.pn532.counts["taps"] - before for link, before
                                      in zip(links, pn532_before) if link.pn532 is not None)
         return side.finish()

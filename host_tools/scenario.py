@@ -127,7 +127,7 @@ def parse(data: dict[str, Any]) -> W.WorldSpec:
             got = {k: _value(f"{section}[{n}].{k}", v, _rule(section, k, f"{section}[{n}]"))
                    for k, v in item.items()}
             groups.append(cls(**got))
-        spec = dataclasses.replace(spec, **{section: tuple(groups)})
+        spec = dataclasses.replace(spec, **{section: tuple(groups)})  # type: ignore[arg-type]
     _check_whole(spec)
     return spec
 

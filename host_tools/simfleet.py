@@ -24,6 +24,7 @@ keys and the installed list are rebuilt from bytes where it lands.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import struct
@@ -101,6 +102,12 @@ class DeploymentKeys:
 
 class Board:
     """The board file of a simulated terminal (the emulator's capacities)."""
+
+    ISSUER_CAPACITY: int
+    ISSUER_KEY_CAPACITY: int
+    COUNTER_CAPACITY: int
+    JOURNAL_CAPACITY: int
+    LIST_CAPACITY: int
 
     def __init__(self, name: str = "emulator"):
         from host_tools.build import board_values
@@ -252,6 +259,7 @@ class SimTerminal:
             listsync.sync_online_only(self)
             self.list_epoch = self.group.list.epoch
         self.clock.t = unix - EPOCH_OFFSET
+        assert self.sales is not None, "bind() the terminal to its group first"
         status, body = self.sales.do_sale(sale_args(amount, image, draw))
         if status != protocol.OK:
             raise SimError(f"terminal {self.terminal_id:08x} refused a sale: {body}")
@@ -304,7 +312,7 @@ class DayInput:
     images: dict[str, bytes | None]  # card images of the tokens tapped, as the day starts
     ledger: dict[str, dict | None]  # the centre's card rows of those tokens (None: unknown)
     new_cards: dict = field(default_factory=dict)  # token -> world.Card: issue (image None)
-    start: object = None  # the world's first day (card expiry)
+    start: dt.date = dt.date(2026, 1, 1)  # the world's first day (card expiry)
 
 
 @dataclass
@@ -364,7 +372,7 @@ class TerminalGroup:
         row = self._ledger.get(token)
         reason = auth_rule(row, rec.issuer_id, amount, rec.product,
                             day_of(self._now, self._cutover))
-        if reason != "approved":
+        if reason != "approved" or row is None:
             return False, b"000000"
         if row["product"] == "credit":
             row["credit_used"] += amount
@@ -377,7 +385,7 @@ class TerminalGroup:
         out = DayOutput()
         self._ledger = {t: (dict(r) if r is not None else None) for t, r in inp.ledger.items()}
         self._cutover = inp.cutover_min
-        images = dict(inp.images)
+        images: dict[str, bytes] = {t: i for t, i in inp.images.items() if i is not None}
         for token, card in inp.new_cards.items():
             images[token] = card_image(card, self.deployment, inp.start)
         declined: set[str] = set()

@@ -208,14 +208,15 @@ def tune(worlds: dict[str, WorldSpec], seeds, ring, budget: int = 40, fee: int =
             key = json.dumps(c, sort_keys=True)
             if key in seen or key in refused:
                 continue
-            if policy_of(c) is None:
+            policy = policy_of(c)
+            if policy is None:
                 refused.add(key)
                 continue
             seen[key] = Point(c)
-            todo.append((key, c))
-        jobs = [(built[k], policy_of(c)) for _, c in todo for k in keys]
+            todo.append((key, c, policy))
+        jobs = [(built[k], policy) for _, _, policy in todo for k in keys]
         results = run_many(jobs, ring, fee, client, label="tune")
-        for i, (key, c) in enumerate(todo):
+        for i, (key, c, _) in enumerate(todo):
             mine = dict(zip(keys, results[i * len(keys):(i + 1) * len(keys)]))
             seen[key] = measure(c, mine, baselines, fee)
 

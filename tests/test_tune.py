@@ -30,10 +30,10 @@ def test_a_point_is_the_designed_policy_with_its_settings():
 
 def test_tune_measures_against_id_and_recommends(tmp_path):
     ring = Keyring.open(tmp_path / "keyring.json")
-    worlds = {n: resize(scenario.load(n), days=5, shops=3, shoppers=12)
+    worlds = {n: resize(scenario.load(n), days=4, shops=3, shoppers=10)
               for n in ("incident", "card-testing")}
-    t = tune.tune(worlds, [1], ring, budget=4, say=lambda *_: None)
-    assert 1 <= len(t.points) <= 4 and t.frontier
+    t = tune.tune(worlds, [1], ring, budget=3, say=lambda *_: None)
+    assert 1 <= len(t.points) <= 3 and t.frontier
     assert t.recommended in t.frontier
     for p in t.points:
         assert len(p.runs) == 2

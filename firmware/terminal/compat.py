@@ -10,8 +10,8 @@ board it is `cryptolib.aes` (no allocation), on CPython the `cryptography`
 package. `crc32_into(src, n, dst, off)` writes the CRC-32 (zlib's) of src[:n] into
 dst[off:off + 4], little-endian: on the board 4 bits at a time over small ints
 (no allocation), on CPython zlib's C code (the host packs and checks records by the
-million in the fleet simulation). `collect()` is gc.collect() on the board; on CPython, which has no
-fixed heap to run out of, it does nothing.
+million in the fleet simulation). `collect()` is gc.collect() on the board; on
+CPython, which has no fixed heap to run out of, it does nothing.
 """
 
 try:
@@ -81,9 +81,9 @@ except ImportError:  # CPython has no fixed heap: report -1 ("not measured")
 
 
 try:
-    import micropython  # type: ignore[import-not-found]  # noqa: F401  (a board, the unix port)
-
     from array import array as _array
+
+    import micropython  # type: ignore[import-not-found]  # noqa: F401  (a board, the unix port)
 
     # CRC-32 4 bits at a time, the register kept as two 16-bit halves: every value
     # is a small int, so nothing is allocated even on a 32-bit board, where
