@@ -31,10 +31,8 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from host_tools.centre import day_of
 from host_tools.centre.clearing import CLEARING_COLS
 from host_tools.centreside import (
-    OUTCOME_CODES,
     PRODUCT_CODES,
     CentreSide,
     PolicyResult,
@@ -52,7 +50,6 @@ from host_tools.simfleet import (
     run_group_day,
 )
 from host_tools.world import Policy, World
-from terminal import tap as T
 from terminal.params import index_of
 
 # Sweepable names that are not terminal parameters.
@@ -315,9 +312,10 @@ def dask_client(scheduler: str | None = None, workers: int = 2):
         raise ToolError("Dask is not installed: pip install distributed") from None
     if scheduler:
         try:
-            client = Client(scheduler, timeout=10)
-        except OSError as e:
-            raise ToolError(f"cannot reach the Dask scheduler {scheduler}: {e}") from None
+            client = Client(scheduler, timeout=5)
+        except (OSError, ValueError) as e:  # ValueError: not an address
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ToolError(f"cannot reach the Dask scheduler {scheduler}: {reason}") from None
         with client:
             yield client
         return
@@ -451,5 +449,5 @@ def throughput(result: PolicyResult) -> float:
     return result.taps / max(result.seconds, 1e-9)
 
 
-__all__ = ["run", "sweep", "run_many", "dask_client", "table", "plot", "parse_grid",
-           "throughput", "OUTCOME_CODES", "T", "day_of"]
+__all__ = ["run", "sweep", "run_many", "combinations", "dask_client", "table", "plot",
+           "parse_grid", "throughput"]

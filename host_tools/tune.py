@@ -16,10 +16,11 @@ draw comes from `search_seed`, so a tune is repeatable.
 
 The goals of docs/decision.md: online rate <= 10 %, losses after the report <= 5 %
 and all losses <= 40 % of iD's, on every world and seed. The recommended point:
-of the points that meet them, those whose mean loss is within LOSS_TOLERANCE (2 %
-of iD's losses) of the smallest, and of those the cheapest (fees, then online
-rate): nearly the least fraud for the least cost. If none meets them, the
-frontier point that misses them by the least.
+of the points that meet them with their worst online rate at most ONLINE_MARGIN
+of its goal (8 %), those whose mean loss is within LOSS_TOLERANCE (2 % of iD's
+losses) of the smallest, and of those the cheapest (fees, then online rate):
+nearly the least fraud for the least cost. If none does, the frontier point
+that misses the goals by the least.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ from host_tools.simulate import run_many
 from host_tools.world import DEFAULTS, POLICIES, Policy, WorldSpec, generate
 from terminal.params import check_consistent
 
-# What the search varies. upper_consecutive_offline follows lower (twice it).
+# What the search varies. upper_consecutive_offline follows lower (twice it). The
+# random threshold stays at or below 4,000: the terminal refuses a threshold at or
+# above the floor, so a higher default would refuse floors an operator may set.
 SPACE: dict[str, list] = {
     "floor_limit": [5_000, 7_000, 10_000],
     "daily_offline_cap": [10_000, 20_000, 30_000],
@@ -41,7 +44,7 @@ SPACE: dict[str, list] = {
     "lower_consecutive_offline": [3, 5, 8, 12, 16],
     "random_target_pct": [0, 1, 2, 5],
     "random_max_target_pct": [10, 25, 50],
-    "random_threshold": [2_000, 4_000, 6_000],
+    "random_threshold": [2_000, 3_000, 4_000],
     "new_card_online": [0, 1],
     "decline_limit": [2, 3, 5],
     "list": ["flash", "quota"],  # flash: sized to the flash; quota: the world's quota
@@ -51,6 +54,9 @@ GOALS = {"online": 0.10, "post": 0.05, "loss": 0.40}
 # Points whose mean loss is within this share of iD's losses of the best count as
 # losing as little: of those, the recommended point is the cheapest.
 LOSS_TOLERANCE = 0.02
+# A recommended point keeps its worst online rate this far under the goal: the
+# worst of a few seeds understates the worst of more (make bench runs five).
+ONLINE_MARGIN = 0.8
 
 
 @dataclass
@@ -249,15 +255,16 @@ def tune(worlds: dict[str, WorldSpec], seeds, ring, budget: int = 40, fee: int =
     points = list(seen.values())
     points = [p for p in points if p.runs]
     front = pareto(points)
-    ok = [p for p in points if p.meets()]
+    ok = [p for p in points if p.meets() and p.online <= ONLINE_MARGIN * GOALS["online"]]
     if ok:
         least = min(p.loss_mean for p in ok)
         close = [p for p in ok if p.loss_mean <= least + LOSS_TOLERANCE]
         best = min(close, key=lambda p: (p.fees, p.online, p.loss_mean))
         why = (f"it meets every goal on every world and seed (worst online rate "
-               f"{best.online:.1%} <= 10 %, worst post-report loss {best.post:.1%} <= 5 %, "
-               f"worst total loss {best.loss:.1%} <= 40 % of iD's); of the {len(ok)} points "
-               f"that do, {len(close)} lose within {LOSS_TOLERANCE:.0%} of iD's losses of the "
+               f"{best.online:.1%} <= {ONLINE_MARGIN * GOALS['online']:.0%}, a margin under "
+               f"10 %; worst post-report loss {best.post:.1%} <= 5 %, worst total loss "
+               f"{best.loss:.1%} <= 40 % of iD's); of the {len(ok)} points that do, "
+               f"{len(close)} lose within {LOSS_TOLERANCE:.0%} of iD's losses of the "
                f"least (mean {least:.1%}), and it is the cheapest of those "
                f"({best.fees:.0f} yen of fees per 1,000 taps, mean loss {best.loss_mean:.1%})")
         if best not in front:

@@ -102,3 +102,28 @@ def test_sweep_refuses_an_unknown_name():
     r = subprocess.run([sys.executable, "-m", "host_tools.cli", "simulate", "--sweep",
                         "floor=1,2"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "not a terminal parameter" in r.stderr
+
+
+def test_termctl_simulate_runs_on_a_given_scheduler(tmp_path):
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=":0",
+                      silence_logs=40) as cluster:
+        r = subprocess.run([sys.executable, "-m", "host_tools.cli", "simulate", "--days", "3",
+                            "--shops", "2", "--shoppers", "6", "--stolen", "1", "--policy",
+                            "designed", "--scheduler", cluster.scheduler_address, "--out",
+                            str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert f"dask: 1 workers at {cluster.scheduler_address}" in r.stdout
+    assert "project as designed" in r.stdout
+
+
+def test_an_unreachable_scheduler_is_one_line_and_writes_nothing(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "host_tools.cli", "simulate", "--days", "3",
+                        "--shops", "2", "--shoppers", "4", "--scheduler", "tcp://127.0.0.1:9",
+                        "--out", str(tmp_path / "o")], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 1
+    assert r.stderr.startswith("termctl: cannot reach the Dask scheduler tcp://127.0.0.1:9")
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()

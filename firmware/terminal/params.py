@@ -51,7 +51,7 @@ TABLE = (
     ("lower_consecutive_offline", 16, 0, 255),
     ("upper_consecutive_offline", 32, 0, 255),
     ("random_target_pct", 0, 0, 99),
-    ("random_max_target_pct", 50, 0, 99),
+    ("random_max_target_pct", 10, 0, 99),
     ("random_threshold", 4000, 0, _MAX_AMOUNT),
     ("split_window_s", 900, 0, 86400),
     ("decline_limit", 2, 1, 100),

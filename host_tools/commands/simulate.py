@@ -63,8 +63,6 @@ def do_simulate(state, args):
     world = make_world(args)
     grid = simulate.parse_grid(args.sweep)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    ring = Keyring.open(state.keyring_path or out / "keyring.json")
     taps = world.tap_count()
     keys = [args.policy] if args.policy != "all" else list(POLICIES)
     runs = max(1, len(simulate.combinations(grid))) if grid else len(keys)
@@ -75,6 +73,8 @@ def do_simulate(state, args):
         if client is not None:
             print(f"dask: {len(client.nthreads())} workers at {client.scheduler.address}",
                   flush=True)
+        out.mkdir(parents=True, exist_ok=True)  # once the cluster answers
+        ring = Keyring.open(state.keyring_path or out / "keyring.json")
         if grid:
             rows = simulate.sweep(world, POLICIES["designed"], grid, ring, args.fee,
                                   client=client)
