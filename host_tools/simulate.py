@@ -50,7 +50,7 @@ from host_tools.simfleet import (
     run_group_day,
 )
 from host_tools.world import Policy, World
-from terminal.params import index_of
+from terminal.params import Params, index_of
 
 # Sweepable names that are not terminal parameters.
 POLICY_FIELDS = ("list_quota",)
@@ -183,6 +183,9 @@ def run(world: World, policy: Policy, ring, fee: int = 5, say=None, groups: int 
     """The world under the policy on the fast fleet. groups: how many groups the
     shops are split into (with a client, one per worker is a good start)."""
     check_world(world, ring)
+    err = Params().update(policy.params)
+    if err:
+        raise ToolError(f"the terminal refuses these parameters: {err}")
     side = CentreSide(world, policy, db, ring, fee, keep_outcomes=keep_outcomes)
     try:
         return _run(world, policy, side, DeploymentKeys.from_ring(ring), say, groups, client)
@@ -376,6 +379,10 @@ def sweep(world: World, base: Policy, grid: dict[str, list[int]], ring, fee: int
           client=None) -> list[SweepRow]:
     settings = combinations(grid)
     policies = [variant(base, s) for s in settings]
+    for p in policies:  # every combination checked before any runs
+        err = Params().update(p.params)
+        if err:
+            raise ToolError(f"{p.name}: the terminal refuses these parameters: {err}")
     results = run_many([(world, p) for p in policies], ring, fee, client, label="sweep")
     return [SweepRow(s, r) for s, r in zip(settings, results, strict=True)]
 

@@ -89,13 +89,24 @@ def test_a_card_seen_at_two_shops_in_a_day_moves_their_terminals_together(ring):
 def test_sweep_tabulates_loss_against_online_rate(tmp_path):
     r = subprocess.run([sys.executable, "-m", "host_tools.cli", "simulate", "--days", "4",
                         "--shops", "2", "--shoppers", "6", "--stolen", "1", "--serial",
-                        "--sweep", "random_target_pct=0,20", "--out", str(tmp_path / "o")],
+                        "--sweep", "random_target_pct=0,5", "--out", str(tmp_path / "o")],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     lines = [ln.split() for ln in r.stdout.splitlines()]
-    assert [ln[0] for ln in lines if ln and ln[0] in ("0", "20")] == ["0", "20"], r.stdout
+    assert [ln[0] for ln in lines if ln and ln[0] in ("0", "5")] == ["0", "5"], r.stdout
     assert "simulated transactions per second" in r.stdout
     assert (tmp_path / "o" / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_combination_the_terminal_refuses_is_one_line(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "host_tools.cli", "simulate", "--days", "3",
+                        "--shops", "2", "--shoppers", "4", "--serial", "--sweep",
+                        "random_target_pct=0,50", "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1
+    assert r.stderr.strip() == ("termctl: designed: random_target_pct=50: the terminal refuses "
+                                "these parameters: random_target_pct must not exceed "
+                                "random_max_target_pct")
 
 
 def test_sweep_refuses_an_unknown_name():
