@@ -2,9 +2,9 @@
 process, with no link, keyring or file work per tap.
 
     keys = DeploymentKeys.from_ring(ring)
-    group = TerminalGroup(keys, policy.params)
-    group.add(shop=0, terminal_id=0x51000000)
-    out = group.run_day(day_input)          # DayInput -> DayOutput
+    group = TerminalGroup(keys)
+    group.add(0, 0x51000000, policy.params)   # shop, terminal id, its parameters
+    out = group.run_day(day_input)            # DayInput -> DayOutput
 
 A tap runs what a board runs for a SALE with the card image given: terminal.sale's
 `Sales.do_sale` (the same bytes in and out), so terminal.tap, card (read and
@@ -14,7 +14,8 @@ code), decision's Engine with its velocity table and enumeration guard, and the
 journal record packed by terminal.journal.pack_record_into into memory. Only
 what is around it differs from a board: the clock is set per tap, the online
 request goes to a function instead of over the link, and the journal is a
-bytearray cleared by the evening's clearing.
+bytearray cleared by the evening's clearing (whose records the group turns into the
+centre's clearing rows, work the centre would do, done where it runs in parallel).
 
 Groups are the unit the driver (host_tools.simulate) runs in parallel: every tap
 of a card on one day runs in one group, so a card's image and its issuer's
@@ -56,6 +57,10 @@ _PROVISIONAL_CODE = b"999999"  # online approvals until the centre's replay give
 EV_BLOCK = 0  # (second, EV_BLOCK, token)
 EV_PUSH = 1  # (second, EV_PUSH, Push)
 EV_TAP = 2  # (second, EV_TAP, index, shop, token, amount, draw, stop_after_decline)
+# A card's row as the issuer's rule reads it (centre.authorise.auth_rule), sent to
+# the groups as a tuple of these (small on the wire; a dict only when asked).
+LEDGER_FIELDS = ("issuer", "product", "status", "expiry", "balance", "credit_used",
+                 "credit_limit")
 
 
 class SimError(Exception):
@@ -310,7 +315,7 @@ class DayInput:
     cutover_min: int
     events: list[tuple]  # the group's timeline (EV_*), in order
     images: dict[str, bytes | None]  # card images of the tokens tapped, as the day starts
-    ledger: dict[str, dict | None]  # the centre's card rows of those tokens (None: unknown)
+    ledger: dict[str, tuple | None]  # those tokens' card rows (LEDGER_FIELDS; None: unknown)
     new_cards: dict = field(default_factory=dict)  # token -> world.Card: issue (image None)
     start: dt.date = dt.date(2026, 1, 1)  # the world's first day (card expiry)
 
@@ -336,7 +341,8 @@ class TerminalGroup:
         self.keys = keys.install(self.board.ISSUER_KEY_CAPACITY)
         self.list = ListHolder(self.board, keys.list_key_id)
         self.terminals: dict[int, SimTerminal] = {}
-        self._ledger: dict[str, dict | None] = {}
+        self._ledger: dict[str, tuple | None] = {}
+        self._rows: dict[str, dict] = {}  # rows asked for today, as dicts
         self._token = ""
         self._now = 0
         self._cutover = 0
@@ -368,8 +374,7 @@ class TerminalGroup:
     def ask(self, rec, amount: int):
         """The issuer's answer to an online request, from the centre's card rows as
         the day started and this day's own approvals (host_tools.centre's rule)."""
-        token = self._token
-        row = self._ledger.get(token)
+        row = self._row(self._token)
         reason = auth_rule(row, rec.issuer_id, amount, rec.product,
                             day_of(self._now, self._cutover))
         if reason != "approved" or row is None:
@@ -380,10 +385,20 @@ class TerminalGroup:
             row["balance"] -= amount
         return True, _PROVISIONAL_CODE
 
+    def _row(self, token: str) -> dict | None:
+        row = self._rows.get(token)
+        if row is None:
+            values = self._ledger.get(token)
+            if values is None:
+                return None
+            row = self._rows[token] = dict(zip(LEDGER_FIELDS, values))
+        return row
+
     def run_day(self, inp: DayInput) -> DayOutput:
         cpu0 = time.process_time()
         out = DayOutput()
-        self._ledger = {t: (dict(r) if r is not None else None) for t, r in inp.ledger.items()}
+        self._ledger = inp.ledger
+        self._rows = {}
         self._cutover = inp.cutover_min
         images: dict[str, bytes] = {t: i for t, i in inp.images.items() if i is not None}
         for token, card in inp.new_cards.items():
@@ -411,7 +426,7 @@ class TerminalGroup:
             elif kind == EV_PUSH:
                 self.install(ev[2])
             else:
-                row = self._ledger.get(ev[2])
+                row = self._row(ev[2])
                 if row is not None:
                     row["status"] = "blocked"
         out.tap_cpu = time.process_time() - cpu1

@@ -44,6 +44,7 @@ from host_tools.simfleet import (
     EV_BLOCK,
     EV_PUSH,
     EV_TAP,
+    LEDGER_FIELDS,
     DayInput,
     DeploymentKeys,
     TerminalGroup,
@@ -76,8 +77,16 @@ class _Groups:
             for shop in range(g, world.shops, n):
                 group.add(shop, TERMINAL_ID_BASE + shop, policy.params)
             groups.append(group)
-        self.groups = [client.scatter(g) for g in groups] if client else groups
         self.moves = 0
+        self.where: list[list[str] | None] = [None] * n
+        if client is not None:
+            # each group stays on one worker: only its day's input and output travel
+            workers = sorted(client.scheduler_info()["workers"])
+            self.where = [[workers[g % len(workers)]] for g in range(n)]
+            self.groups = [client.scatter(grp, workers=w) for grp, w in zip(groups,
+                                                                            self.where)]
+        else:
+            self.groups = groups
 
     def assign(self, taps) -> None:
         """Join the shops each card visits today; move terminals so that each set of
@@ -123,19 +132,22 @@ class _Groups:
             self.groups[dst].put(self.groups[src].take(shops))
             return
         c = self.client
-        taken = c.submit(_take, self.groups[src], shops, pure=False)
-        self.groups[src] = c.submit(operator.getitem, taken, 0)
-        self.groups[dst] = c.submit(_put, self.groups[dst], c.submit(operator.getitem, taken, 1),
-                                    pure=False)
+        on_src, on_dst = self.where[src], self.where[dst]
+        taken = c.submit(_take, self.groups[src], shops, pure=False, workers=on_src)
+        self.groups[src] = c.submit(operator.getitem, taken, 0, workers=on_src)
+        moved = c.submit(operator.getitem, taken, 1, workers=on_src)
+        self.groups[dst] = c.submit(_put, self.groups[dst], moved, pure=False, workers=on_dst)
 
     def run(self, inputs: list[DayInput]):
         if self.client is None:
             return [g.run_day(inp) for g, inp in zip(self.groups, inputs)]
         c = self.client
-        futs = [c.submit(run_group_day, g, c.scatter(inp), pure=False)
-                for g, inp in zip(self.groups, inputs)]
-        self.groups = [c.submit(operator.getitem, f, 0) for f in futs]
-        return c.gather([c.submit(operator.getitem, f, 1) for f in futs])
+        futs = [c.submit(run_group_day, g, c.scatter(inp, workers=w), pure=False, workers=w)
+                for g, inp, w in zip(self.groups, inputs, self.where)]
+        self.groups = [c.submit(operator.getitem, f, 0, workers=w)
+                       for f, w in zip(futs, self.where)]
+        return c.gather([c.submit(operator.getitem, f, 1, workers=w)
+                         for f, w in zip(futs, self.where)])
 
 
 def _take(group: TerminalGroup, shops):
@@ -156,6 +168,11 @@ class _Ledger:
     def __init__(self, centre):
         self.rows = {r["token"]: dict(r) for r in centre.db.execute("SELECT * FROM cards")}
         self.by_hash = {r["token_hash"]: r for r in self.rows.values()}
+
+    def values(self, token: str) -> tuple | None:
+        """The row as the groups get it (simfleet.LEDGER_FIELDS)."""
+        row = self.rows.get(token)
+        return None if row is None else tuple(row[f] for f in LEDGER_FIELDS)
 
     def block(self, token: str) -> None:
         self.rows[token]["status"] = "blocked"
@@ -216,7 +233,6 @@ def _run(world, policy, side: CentreSide, keys, say, n_groups, client) -> Policy
                     for events in events_of:
                         events.append(ev)
             blocked = {ev[2]: ev for ev in plan.events if ev[1] == EV_BLOCK}
-            rows = ledger.rows
             inputs = []
             for g in range(fleet.n):
                 events = events_of[g]
@@ -225,7 +241,7 @@ def _run(world, policy, side: CentreSide, keys, say, n_groups, client) -> Policy
                     events = sorted(events + mine, key=_event_key)
                 images = {t: wallet.get(t) for t in tokens_of[g]}
                 inputs.append(DayInput(day, world.unix(day), cutover, events, images,
-                                       {t: rows.get(t) for t in tokens_of[g]},
+                                       {t: ledger.values(t) for t in tokens_of[g]},
                                        {t: cards[t] for t, i in images.items() if i is None},
                                        world.start))
             t0 = time.perf_counter()
