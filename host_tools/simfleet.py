@@ -32,6 +32,7 @@ import struct
 import tempfile
 import time
 import weakref
+import zlib
 from dataclasses import dataclass, field
 
 from host_tools.centre import clearing_row, day_of
@@ -141,6 +142,9 @@ class MemJournal:
     def __init__(self, capacity: int, terminal_id: int, near_full_pct: int):
         self.capacity = capacity
         self.terminal_id = terminal_id
+        # a board draws its journal's epoch at random when the journal is made; a
+        # simulated one takes it from its terminal id (the same in every run)
+        self.epoch = zlib.crc32(b"journal epoch %d" % terminal_id)
         self.near_full_pct = near_full_pct
         self._rec = bytearray(RECORD_SIZE)
         self.records = bytearray()
@@ -164,7 +168,7 @@ class MemJournal:
         seq = self.next_seq
         pack_record_into(self._rec, self.terminal_id, seq, time, token_hash, masked_token,
                          issuer, amount, outcome, reasons, approval_code, atc, last_online_atc,
-                         offline_today, offline_since_online, offline_count)
+                         offline_today, offline_since_online, offline_count, self.epoch)
         self.records += self._rec
         self.next_seq = seq + 1
         self.pending += 1

@@ -56,8 +56,8 @@ from terminal.params import Params, index_of
 # Sweepable names that are not terminal parameters.
 POLICY_FIELDS = ("list_quota",)
 TERMINAL_ID_BASE = 0x51000000
-_CODE, _HASH, _AMOUNT, _APPROVED, _ONLINE = (CLEARING_COLS.index(c) for c in (
-    "approval_code", "token_hash", "amount", "approved", "online"))
+_SEQ, _CODE, _HASH, _AMOUNT, _APPROVED, _ONLINE = (CLEARING_COLS.index(c) for c in (
+    "seq", "approval_code", "token_hash", "amount", "approved", "online"))
 
 
 # -- the fast fleet -----------------------------------------------------------------
@@ -218,7 +218,11 @@ def _run(world, policy, side: CentreSide, keys, say, n_groups, client) -> Policy
     wallet = side.wallet
     cards = world.cards
     push = side.opening_list()
-    with Progress(f"simulate {policy.key}", world.days, "days") as bar:
+    # say: the caller's line per day (and its progress bar); else a bar of our own
+    bar_of_our_own = say is None
+    progress = (Progress(f"simulate {policy.key}", world.days, "days") if bar_of_our_own
+                else contextlib.nullcontext())
+    with progress as bar:  # None when the caller says
         for day in range(world.days):
             plan = side.morning(day, side.counters)
             fleet.assign(plan.taps)
@@ -252,12 +256,13 @@ def _run(world, policy, side: CentreSide, keys, say, n_groups, client) -> Policy
             side.result.fleet_cpu += sum(o.cpu_seconds for o in outputs)
             side.result.tap_cpu += sum(o.tap_cpu for o in outputs)
             side.result.centre_seconds += time.perf_counter() - t1
-            if say:
-                r = side.result
+            if bar is not None:
+                bar.update(1)
+            else:
+                daily = side.result.daily_losses
                 say(f"  {policy.key:<9} day {day + 1:>2}/{world.days}: {len(plan.taps):>6} "
-                    f"taps, fraud approved {r.daily_losses[day]:>8,} yen, total "
-                    f"{sum(r.daily_losses[:day + 1]):>9,} yen")
-            bar.update(1)
+                    f"taps, fraud approved {daily[day]:>8,} yen, total "
+                    f"{sum(daily[:day + 1]):>9,} yen")
     side.result.terminal_moves = fleet.moves
     return side.finish()
 
@@ -311,8 +316,8 @@ def _centre_day(world: World, side: CentreSide, plan, outputs, ledger: _Ledger):
     batches = []
     for _shop, tid, rows in clearing:
         if approval:  # online approvals carry the centre's code, not the group's stand-in
-            rows = [r if (tid, r[1]) not in approval else
-                    r[:_CODE] + (approval[(tid, r[1])],) + r[_CODE + 1:] for r in rows]
+            rows = [r if (tid, r[_SEQ]) not in approval else
+                    r[:_CODE] + (approval[(tid, r[_SEQ])],) + r[_CODE + 1:] for r in rows]
         batches.append((tid, rows))
         ledger.cleared(rows)
     return side.evening(plan.day, batches, rows=True)

@@ -6,8 +6,9 @@ import contextlib
 import os
 from pathlib import Path
 
-from host_tools.commands.common import make_world, world_args
+from host_tools.commands.common import DAY_LINES, day_done, make_world, world_args
 from host_tools.keyring import Keyring
+from host_tools.progress import Progress
 
 # A run of at least this many taps (all runs together) goes to a Dask cluster
 # unless --serial: below it, starting a LocalCluster costs more than it saves.
@@ -39,7 +40,9 @@ def argparse_simulate(sub):
         "--scheduler's cluster.")
     world_args(p, days=30, shops=20, shoppers=400, stolen=6)
     p.add_argument("--policy", choices=["all", "id", "quota", "designed"], default="all")
-    p.add_argument("--sweep", action="append", default=[], metavar="NAME=V1,V2,...")
+    p.add_argument("--sweep", action="append", default=[], metavar="NAME=V1,V2,...",
+                   help="a terminal parameter (or list_quota) and its values; repeat to "
+                   "sweep a grid")
     cluster_args(p)
     p.add_argument("--out", default="simulate-out", help="report, table and plots go here")
 
@@ -90,9 +93,10 @@ def do_simulate(state, args):
                 groups = len(client.nthreads()) if client is not None else 1
                 for key in keys:
                     print(f"policy: {POLICIES[key].name}", flush=True)
-                    results.append(simulate.run(world, POLICIES[key], ring, args.fee,
-                                                say=print, groups=groups, client=client,
-                                                keep_outcomes=False))
+                    with Progress(key, world.days, "days", interval=DAY_LINES) as bar:
+                        results.append(simulate.run(world, POLICIES[key], ring, args.fee,
+                                                    say=day_done(bar), groups=groups,
+                                                    client=client, keep_outcomes=False))
             text = demo.report(world, results, args.fee)
             png = demo.chart(world, results, out / "losses.png")
     rate = sum(r.taps for r in results) / max(sum(r.seconds for r in results), 1e-9)
