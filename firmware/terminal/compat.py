@@ -102,6 +102,7 @@ try:
                 _hi ^= 0xEDB8
         _CRC_LO[_i] = _lo
         _CRC_HI[_i] = _hi
+    del micropython, _array, _i, _lo, _hi, _b, _  # names only the tables needed: no RAM
 
     def crc32_into(src, n, dst, off):
         """CRC-32 of src[:n] into dst[off:off + 4], little-endian; no allocation."""

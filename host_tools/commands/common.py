@@ -44,15 +44,16 @@ def world_args(p, **defaults) -> None:
                    help="a scenario file (TOML), or the name of a shipped one (incident, "
                    "adaptive, card-testing); default: the built-in world")
     p.add_argument("--days", type=int, default=None,
-                   help=f"days to run; default {defaults['days']} (with --world: the file's)")
+                   help=f"days to run (default: {defaults['days']}); with --world, the file's")
     p.add_argument("--shops", type=int, default=None,
-                   help=f"one terminal each; default {defaults['shops']} (with --world: "
-                   "the file's)")
+                   help=f"one terminal each (default: {defaults['shops']}); with --world, the "
+                   "file's")
     p.add_argument("--shoppers", type=int, default=None,
-                   help=f"ordinary shoppers; default {defaults['shoppers']} (with --world: "
-                   "the file's)")
+                   help=f"ordinary shoppers (default: {defaults['shoppers']}); with --world, "
+                   "the file's")
     p.add_argument("--stolen", type=int, default=None,
-                   help=f"stolen cards; default {defaults['stolen']} (with --world: the file's)")
+                   help=f"stolen cards (default: {defaults['stolen']}); with --world, the "
+                   "file's")
     p.add_argument("--seed", type=int, default=1, help="the world's random seed")
     p.add_argument("--fee", type=int, default=5, help="yen per online authorisation")
     p.set_defaults(world_defaults=defaults)
