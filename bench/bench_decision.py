@@ -66,8 +66,8 @@ with open(%(lst)r, "rb") as f:
         off += n
 assert nl.commit() is None and nl.status()["direct_reads"]
 del buf
-for name in ("terminal.nl_update", "terminal.nl_transfer", "terminal.nl_format",
-             "terminal.nl_dir", "drivers.lfsfile"):
+for name in ("terminal.nl_update", "terminal.nl_transfer", "terminal.nl_check",
+             "terminal.nl_format", "terminal.nl_dir", "drivers.lfsfile"):
     sys.modules.pop(name, None)  # as the service drops them after an update
 tap = Tap(engine, ks, nl, journal)
 card = CardRecord()

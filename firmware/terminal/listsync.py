@@ -61,6 +61,8 @@ def _commit(svc, nl, args):
     if not protocol.equal_time(svc.auth.finish(mac), args):
         nl.abort()
         return protocol.ERR_BAD_MAC, "list MAC does not verify: staged list dropped"
+    # The transfer code has done its part: the commit runs without it in RAM.
+    svc.drop("nl_transfer")
     err = nl.commit()
     sync_online_only(svc)
     if err:

@@ -15,6 +15,7 @@ import struct
 from binascii import crc32
 
 from terminal.compat import const
+from terminal.nl_check import abort, check_header, check_versions
 from terminal.nl_format import (
     ACTIVE,
     DREC_LEN,
@@ -56,7 +57,6 @@ from terminal.nl_format import (
     pack_section,
     remove_file,
 )
-from terminal.nl_transfer import abort, check_header, check_versions
 
 # work buffer of a commit: writer | directory writer | delta reader | directory reader
 _W_OUT = const(192)

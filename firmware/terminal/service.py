@@ -38,7 +38,7 @@ ISSUERS_FILE = "issuers.bin"
 # or change the list; journal_ops: the journal's batches, reads and boot scan;
 # sectors_make: making the flash sectors).
 ON_DEMAND = ("admin", "listsync", "clearing", "keystore", "counters", "params", "nl_update",
-             "nl_transfer", "nl_format", "nl_dir", "journal_ops", "sectors_make")
+             "nl_transfer", "nl_check", "nl_format", "nl_dir", "journal_ops", "sectors_make")
 # Driver modules only those import (nl_dir: the LittleFS geometry), dropped with them.
 ON_DEMAND_DRIVERS = ("lfsfile",)
 _P_JOURNAL_NEAR_FULL_PCT = const(18)  # terminal.params.P_JOURNAL_NEAR_FULL_PCT
@@ -173,19 +173,26 @@ class TerminalService:
         """Drop every ON_DEMAND module: with no object of theirs left, the
         collection frees their code."""
         self._loaded = None
-        pkg = sys.modules["terminal"]
         for name in ON_DEMAND:
-            full = "terminal." + name
-            if full in sys.modules:
-                del sys.modules[full]
-            if hasattr(pkg, name):  # `import terminal.x` binds x in the package too
-                delattr(pkg, name)
+            self.drop(name, False)
         drivers = sys.modules.get("drivers")
         for name in ON_DEMAND_DRIVERS:
             sys.modules.pop("drivers." + name, None)
             if drivers is not None and hasattr(drivers, name):
                 delattr(drivers, name)
         collect()
+
+    def drop(self, name, collect_now=True):
+        """Drop the ON_DEMAND module terminal.<name> alone (a handler whose next step
+        needs the room its code takes)."""
+        full = "terminal." + name
+        if full in sys.modules:
+            del sys.modules[full]
+        pkg = sys.modules["terminal"]
+        if hasattr(pkg, name):  # `import terminal.x` binds x in the package too
+            delattr(pkg, name)
+        if collect_now:
+            collect()
 
     def close(self):
         """Clean shutdown: snapshot the counters (saves a replay at the next boot)."""
