@@ -22,6 +22,12 @@ ROOT = Path(__file__).resolve().parent.parent
 FIRMWARE = ROOT / "firmware"
 BOARDS = ROOT / "boards"
 sys.path.insert(0, str(FIRMWARE))
+# The terminal drops its on-demand modules after each command and imports them
+# again for the next (terminal/service.py): under CPython, with bytecode caching
+# off (PYTHONDONTWRITEBYTECODE), every such import compiled the source again, a
+# third of the service tests' time. __pycache__ is ignored by git and by the
+# firmware build (it copies *.py only).
+sys.dont_write_bytecode = False
 # Emulated boards started by the tests fail a flash program over unerased bits
 # (drivers/filebdev.py, strict) instead of ANDing it and counting it.
 os.environ.setdefault("TERMCTL_FLASH_STRICT", "1")
