@@ -160,9 +160,7 @@ class Felica:
             raise ValueError("1..%d blocks per command" % self.max_blocks)
         c = self._cmd
         c[1] = code
-        idm = self.idm
-        for i in range(8):
-            c[_IDM + i] = idm[i]
+        c[_IDM : _IDM + 8] = self.idm  # copied in C, no allocation
         c[10] = 1
         c[11] = service_code & 0xFF
         c[12] = service_code >> 8

@@ -80,9 +80,10 @@ def pause_ms(ms):
         pass
 
 
-def build_frame(buf, cmd, n_params):
+def build_frame(buf, cmd, n_params, total=-1):
     """Frame command `cmd` whose parameters already sit at buf[7:7 + n_params];
-    returns the frame length (the frame starts at buf[0] with the preamble)."""
+    returns the frame length (the frame starts at buf[0] with the preamble).
+    total: the parameters' byte sum when the caller has it (summed here if not)."""
     ln = n_params + 2
     buf[0] = 0x00
     buf[1] = 0x00
@@ -91,11 +92,12 @@ def build_frame(buf, cmd, n_params):
     buf[4] = (0x100 - ln) & 0xFF
     buf[5] = _HOST_TO_PN
     buf[6] = cmd
-    s = _HOST_TO_PN + cmd
-    for i in range(_P, _P + n_params):
-        s += buf[i]
+    if total < 0:
+        total = 0
+        for i in range(_P, _P + n_params):
+            total += buf[i]
     end = _P + n_params
-    buf[end] = (0x100 - s) & 0xFF
+    buf[end] = (0x100 - _HOST_TO_PN - cmd - total) & 0xFF
     buf[end + 1] = 0x00
     return end + 2
 
@@ -269,10 +271,13 @@ class Pn532:
             raise ValueError("FeliCa frame length %d" % n)
         self._set_rf_timeout(timeout_ms)
         tx = self._tx
+        total = 0  # summed while copied: build_frame need not go over it again
         for i in range(n):
-            tx[_P + i] = frame[i]
+            b = frame[i]
+            tx[_P + i] = b
+            total += b
         k = self._command(_IN_COMMUNICATE_THRU, n, timeout_ms + _SLACK_MS,
-                          1 + rsp_len if rsp_len > 0 else -1)
+                          1 + rsp_len if rsp_len > 0 else -1, total)
         rx = self._rx
         a = self._at
         if k < 1:
@@ -310,13 +315,15 @@ class Pn532:
             self._rf_configuration(_RF_TIMINGS, 0x00, 0x0B, index, 3)
             self._timeout_index = index
 
-    def _command(self, cmd, n_params, timeout_ms, rsp_len=-1):
+    def _command(self, cmd, n_params, timeout_ms, rsp_len=-1, total=-1):
         """Send command `cmd` (parameters at _tx[7:]); returns the number of response
         data bytes, which start at _rx[_at]. rsp_len: the response data bytes the
         caller expects (after D5, CMD+1), so that I2C and SPI read that frame and no
         more (UM0701-02 6.2.4: the host reads as many bytes as it wants after the
-        status byte); -1: unknown, read the whole buffer."""
-        frame = _view(self._tx_views, self._tx_mv, 0, build_frame(self._tx, cmd, n_params))
+        status byte); -1: unknown, read the whole buffer. total: the parameters' byte
+        sum, if the caller has it."""
+        frame = _view(self._tx_views, self._tx_mv, 0,
+                      build_frame(self._tx, cmd, n_params, total))
         rx = self._rx_mv
         if 0 <= rsp_len <= len(self._rx) - _EXACT and link_reads_exact(self.link):
             rx = _view(self._rx_views, self._rx_mv, 0, _EXACT + rsp_len)
@@ -394,10 +401,8 @@ class Pn532:
             # a sound header, a frame longer than was read: if the read was cut short
             # on purpose (an expected length), read the whole buffer next time
             return _SHORT if partial and s + 5 + ln <= len(buf) else _BAD
-        total = 0
-        for i in range(s + 4, s + 5 + ln):
-            total += buf[i]
-        if total & 0xFF:
+        # TFI .. DCS sum to 0 mod 256: summed in C over a view made once per length
+        if sum(_view(self._rx_views, self._rx_mv, s + 4, ln + 1)) & 0xFF:
             return _BAD
         if buf[s + 4] == _ERROR_TFI:
             return _ERROR

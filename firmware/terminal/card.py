@@ -227,9 +227,7 @@ def decode_into(buf, rec):
     p = buf[_B1 + 4]
     if p < PRODUCT_CREDIT or p > PRODUCT_DEBIT:
         return CARD_UNREADABLE
-    img = rec._img
-    for i in range(RECORD_LEN):
-        img[i] = buf[i]
+    rec._img[0:RECORD_LEN] = buf  # copied in C; an image longer than RECORD_LEN would grow it
     idm = rec.idm
     for i in range(IDM_LEN):
         idm[i] = buf[i]

@@ -60,7 +60,8 @@ class Sectors:
         self._block = size
         self.size = size - RESERVED
         self._prog = prog
-        self._page = bytearray(prog) if prog > 1 else None
+        # all 0xFF between programs: only the bytes of a program are set, then restored
+        self._page = bytearray(b"\xff" * prog) if prog > 1 else None
         self._blocks = array("I", [0] * count)
         self.created = False  # True when made at this start: all of them erased
 
@@ -74,12 +75,13 @@ class Sectors:
         n = len(data)
         if p is not None and (off % self._prog or n % self._prog):
             base = off - off % self._prog
-            for k in range(self._prog):
-                p[k] = 0xFF
             k = off - base
-            for j in range(n):
-                p[k + j] = data[j]
-            self._write(i, base, p)
+            p[k : k + n] = data  # copied in C, no allocation (a tap programs a record so)
+            try:
+                self._write(i, base, p)
+            finally:
+                for j in range(k, k + n):
+                    p[j] = 0xFF
         else:
             self._write(i, off, data)
 
