@@ -38,7 +38,7 @@ from host_tools.centreside import (
     PolicyResult,
     check_world,
 )
-from host_tools.errors import ToolError
+from host_tools.errors import ToolError, did_you_mean
 from host_tools.progress import Progress
 from host_tools.simfleet import (
     EV_BLOCK,
@@ -369,8 +369,11 @@ def parse_grid(specs: list[str]) -> dict[str, list[int]]:
         if not eq or not values:
             raise ToolError(f"bad --sweep {spec!r}: use NAME=V1,V2,...")
         if index_of(name) < 0 and name not in POLICY_FIELDS:
+            from terminal.params import TABLE
+
+            names = [row[0] for row in TABLE] + list(POLICY_FIELDS)
             raise ToolError(f"--sweep {name}: not a terminal parameter nor one of "
-                            f"{', '.join(POLICY_FIELDS)}")
+                            f"{', '.join(POLICY_FIELDS)}{did_you_mean(name, names)}")
         try:
             grid[name] = [int(v.replace("_", "")) for v in values.split(",")]
         except ValueError:

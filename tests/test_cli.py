@@ -209,6 +209,16 @@ def test_unknown_commands_suggest_the_nearest(termctl):
     assert code == 2 and "did you mean report?" in err
 
 
+def test_a_mistyped_sweep_parameter_suggests_the_nearest():
+    from host_tools.errors import ToolError
+    from host_tools.simulate import parse_grid
+
+    with pytest.raises(ToolError) as e:
+        parse_grid(["floor_limti=5000,10000"])
+    assert str(e.value).endswith("; did you mean floor_limit?")
+    assert parse_grid(["floor_limit=5_000,10000"]) == {"floor_limit": [5000, 10000]}
+
+
 def test_json_output_has_numbers_as_numbers(board):
     assert board("centre", "add-card", "4980000000000001")[0] == 0
     code, out, err = board("status", "--json")
