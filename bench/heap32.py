@@ -191,8 +191,8 @@ def main(argv=None):
         ver, sub = (int(x) for x in info["mpy"].split())
         if any(h[0] != ver or h[2] != 0 for h in headers):
             sys.exit("heap32: %s takes .mpy v%d.%d, compiled: %s" % (name, ver, sub, compiled))
-    print("resident terminal modules: %s; AES objects: %s"
-          % (uinfo["terminal_modules"], uinfo["aes_objects"]))
+    print("resident terminal modules: %s; AES objects: %s; list-update stack: %s"
+          % (uinfo["terminal_modules"], uinfo["aes_objects"], uinfo["list_update_modules"]))
     print()
     print(table(unix, wasm))
     if skip:

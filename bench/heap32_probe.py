@@ -115,19 +115,12 @@ class _I2C:
         raise OSError(19)
 
 
-class _Unloader:
-    """What TerminalService.unload() needs of a service, before there is one."""
-
-    _loaded = None
-
-
 # The board file and its RF stack, resident beside terminal/ (all of it but
 # terminal.service's ON_DEMAND, found in FW_DIR); then the list-update stack,
-# which a list push imports on demand.
+# which a list push imports on demand: listsync, the nl_ modules of ON_DEMAND
+# and ON_DEMAND_DRIVERS.
 DRIVERS_RESIDENT = ("board", "drivers", "drivers.pn532", "drivers.pn532_i2c", "drivers.felica",
                     "drivers.cardsource")
-LIST_UPDATE = ("terminal.listsync", "terminal.nl_update", "terminal.nl_transfer",
-               "terminal.nl_format", "terminal.nl_dir", "drivers.lfsfile")
 STAGES = ("base", "a_terminal", "a_resident", "a_provisioned", "b_booted", "c_list_update",
           "b_unloaded", "d_status")
 N_STAGES = len(STAGES)
@@ -163,7 +156,8 @@ def work(i):
             __import__(name)
     elif stage == "a_provisioned":  # files written; keystore (on demand) dropped again
         _provision(ROOT, sys.modules["board"])
-        sys.modules["terminal.service"].TerminalService.unload(_Unloader())
+        del sys.modules["terminal.keystore"]
+        delattr(sys.modules["terminal"], "keystore")
     elif stage == "b_booted":  # as main.py boots: the counter table first
         from drivers.cardsource import FelicaCards
         from drivers.pn532 import Pn532
@@ -181,8 +175,13 @@ def work(i):
         print("HEAP32 aes_objects", board.ISSUER_KEY_CAPACITY + 1,
               "real" if REAL_AES else "shim")
     elif stage == "c_list_update":
-        for name in LIST_UPDATE:
+        from terminal.service import ON_DEMAND, ON_DEMAND_DRIVERS
+
+        names = ["terminal." + n for n in ON_DEMAND if n == "listsync" or n.startswith("nl_")]
+        names += ["drivers." + n for n in ON_DEMAND_DRIVERS]
+        for name in names:
             __import__(name)
+        print("HEAP32 list_update_modules", ",".join(n.split(".")[1] for n in names))
     elif stage == "b_unloaded":
         _state["term"].unload()
     elif stage == "d_status":  # CMD_STATUS: terminal.admin in RAM until the next command
