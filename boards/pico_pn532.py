@@ -46,16 +46,15 @@ MAX_FRAME = 1024
 # entries is ~620 KB (6-byte records + bucket directories) and a replacement is
 # staged beside the active one (~1.24 MB both); the journal gets 1,000 records
 # of 64 bytes (64 KB, several days of one till between two host pulls); the
-# counter table (32 bytes per card, in RAM and saved to flash) 8 KB: 256 cards
+# counter table (32 bytes per card, in RAM and saved to flash) 16 KB: 512 cards
 # a business day before a card must be forgotten. A card forgotten while its
 # day's counts are live goes online (terminal/velocity.py, R_COUNTERS_EVICTED),
-# so a busier till costs authorisations, never an offline cap; the heap has no
-# room for more on this board (docs/boards.md).
+# so a busier till costs authorisations, never an offline cap.
 LIST_CAPACITY = 100_000
 # Issuers the terminal holds overrides, list sections and card keys for.
 ISSUER_CAPACITY = 32
 ISSUER_KEY_CAPACITY = 16
-COUNTER_CAPACITY = 256
+COUNTER_CAPACITY = 512
 JOURNAL_CAPACITY = 1_000
 # NFC: PN532 on I2C0's pins, bit-banged (see the quirk above).
 NFC = "pn532"

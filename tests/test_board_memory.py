@@ -10,7 +10,7 @@ counters) including a listed card, the clearing batch pulled and acknowledged.
 The emulated board runs with `micropython -X heapsize=<board_heap(board)>`,
 so any allocation past the cap raises MemoryError in the firmware and the link
 fails. The unix port is 64-bit: a 32-bit board's HEAP_SIZE is emulated as
-9/8 of it (host_tools.emulator.UNIX_PER_32BIT, measured: docs/boards.md). The
+4/3 of it (host_tools.emulator.UNIX_PER_32BIT, measured: docs/boards.md). The
 day itself is bench/bench_boards.py's, which also finds the heap it needs.
 """
 
@@ -32,7 +32,7 @@ def test_a_day_of_work_fits_the_board_heap(board, emulated_board):
     cap = board_heap(board)
     values = board_values(board)
     # a 32-bit board's budget, scaled for the 64-bit unix port (docs/boards.md)
-    assert cap == values["HEAP_SIZE"] * (9 if values["WORD_BITS"] == 32 else 8) // 8
+    assert cap == values["HEAP_SIZE"] * (4 if values["WORD_BITS"] == 32 else 3) // 3
     rf = free_udp_port()
     emu = emulated_board(board, board=board, rf_port=rf)
     assert emu.heap == cap

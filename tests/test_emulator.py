@@ -159,7 +159,7 @@ def test_a_burst_of_length_lies_does_not_outlast_the_host_timeout(emulated_board
 
 def test_pico_board_reboots_onto_its_counter_snapshot_under_its_heap_cap(emulated_board):
     """After a clean stop the Pico's board file boots again under its heap cap with
-    the counter snapshot (9 KB at 256 cards) read back, and sells: the snapshot is
+    the counter snapshot (18 KB at 512 cards) read back, and sells: the snapshot is
     read into the table itself, late in boot, with no second copy in the heap.
     (A first boot and a day's work per board: tests/test_board_memory.py.)"""
     from host_tools.emulator import board_heap
@@ -168,7 +168,7 @@ def test_pico_board_reboots_onto_its_counter_snapshot_under_its_heap_cap(emulate
     from host_tools.wallet import issue_card
 
     emu = emulated_board(board="pico_pn532")
-    assert emu.heap == board_heap("pico_pn532") == 192 * 1024 * 9 // 8
+    assert emu.heap == board_heap("pico_pn532") == 192 * 1024 * 4 // 3
     with TerminalLink.open(emu.port, timeout=10) as t:
         push_keys(t, t.keyring)
         t.set_time(1_795_000_000)
@@ -192,8 +192,8 @@ def test_pico_board_reboots_onto_its_counter_snapshot_under_its_heap_cap(emulate
         st = t.status()
     assert r.outcome == "DECLINED_OFFLINE" and "lower_consecutive" in r.reasons
     assert st["board"] == "pico_pn532" and int(st["journal_pending"]) == 6
-    # the saved table came back whole (9 KB at 256 cards): nothing left to replay
-    assert st["counters"] == "1/256 cards" and st["counters_replayed_at_boot"] == "0"
+    # the saved table came back whole (18 KB at 512 cards): nothing left to replay
+    assert st["counters"] == "1/512 cards" and st["counters_replayed_at_boot"] == "0"
     assert int(st["heap_used"]) + int(st["heap_free"]) <= emu.heap
 
 
