@@ -23,7 +23,7 @@ NAME = "esp32s3_pn532"
 MCU = "esp32s3"
 MPY_MARCH = "xtensawin"  # mpy-cross -march for the LX7 (windowed ABI)
 # Heap. The firmware runs as .mpy from the filesystem, so its bytecode lives
-# in the heap: about 125 KB on the 64-bit unix port and 0.89 times that on a
+# in the heap: about 125 KB on the 64-bit unix port and 0.72 times that on a
 # 32-bit port (measured under MicroPython's wasm32 build; docs/boards.md).
 # Kept in internal RAM, MicroPython's GC heap on an ESP32-S3 reaches about
 # 128 KB ("GC: total: 127936", micropython/micropython#15630): the code alone
