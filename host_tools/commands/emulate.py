@@ -15,7 +15,9 @@ def argparse_emulate(sub):
     p.add_argument("--board", default="emulator", help="board file in boards/")
     p.add_argument("--flash", default=None,
                    help="flash image file (default .termctl/emulator.img; created if missing)")
-    p.add_argument("--heap", default=None, help="heap cap, e.g. 64k (default: the board's)")
+    p.add_argument("--heap", default=None,
+                   help="heap cap of the unix port, e.g. 64k (default: the board's budget, "
+                        "times 4/3 for a 32-bit board: docs/boards.md)")
     p.add_argument("--rf-port", type=int, default=None,
                    help="UDP port of the RF field: the board's PN532 driver talks to an "
                    "emulated PN532 whose RF side is nfcpy's UDP link to this port, where "
