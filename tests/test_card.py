@@ -58,6 +58,52 @@ def test_cmac_matches_cryptography_for_any_length(key, data):
     assert cmac(key, data) == ref.finalize()
 
 
+CHAIN_CODE = r"""
+from terminal import card as C
+k = C.IssuerKeys(2)
+k.add(1, 1, bytes(range(0x10, 0x20)))
+mk = k._keys[0]
+out = bytearray(16)
+for i in range(6):
+    msg = bytes((i * 7 + j) & 0xFF for j in range(64))
+    k._enc[0:64] = msg
+    a = bytes(k._mac64(mk))
+    C.cmac_into(mk, msg, 64, out, bytearray(16))
+    b = bytes(out)
+    C.cmac_into(mk, msg[:5 + i], 5 + i, out, bytearray(16))
+    print(a.hex(), b.hex(), bytes(out).hex())
+"""
+
+
+def _chain_reference():
+    key = bytes(range(0x10, 0x20))
+    lines = []
+    for i in range(6):
+        msg = bytes((i * 7 + j) & 0xFF for j in range(64))
+        tags = []
+        for m in (msg, msg, msg[:5 + i]):
+            ref = CMAC(algorithms.AES(key))
+            ref.update(m)
+            tags.append(ref.finalize().hex())
+        lines.append(" ".join(tags))
+    return lines
+
+
+def test_cbc_chain_carried_between_macs_under_one_key(mpy, mpydir):
+    # The key's AES runs in CBC mode and chains from call to call: every MAC, the
+    # 64-byte one-call form and the general one interleaved, must still be CMAC's.
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        exec(CHAIN_CODE, {})
+    want = _chain_reference()
+    assert buf.getvalue().split("\n")[:6] == want
+    out = mpy("import sys\nsys.path.insert(0, %r)\n" % str(mpydir) + CHAIN_CODE, heap="64k")
+    assert out.strip().split("\n") == want
+
+
 IDM = bytes.fromhex("02fe001122334455")
 
 

@@ -308,51 +308,53 @@ def _double(src, dst):
 
 
 class MacKey:
-    """One issuer key with its CMAC subkeys, computed once."""
+    """One issuer key with its CMAC subkeys, computed once. Its AES runs in CBC
+    mode (compat.Aes(key, True)): CMAC is CBC-MAC, so a whole message's blocks go
+    through one call in C. The object chains from call to call; `chain` mirrors
+    its IV (the last block it wrote), and a MAC starts by XORing it into its first
+    block, which makes that block's IV zero again."""
 
     def __init__(self, key):
         if len(key) != 16:
             raise ValueError("issuer key must be 16 bytes")
-        self.aes = Aes(key)
-        zero = bytearray(16)
+        self.aes = Aes(key, True)
+        self.chain = bytearray(16)  # the CBC IV: zero until the first call
         el = bytearray(16)
-        self.aes.encrypt(zero, el)
+        self.aes.encrypt(el, self.chain)  # L = AES(0): the IV was zero
         self.k1 = bytearray(16)
         self.k2 = bytearray(16)
-        _double(el, self.k1)
+        _double(self.chain, self.k1)
         _double(self.k1, self.k2)
 
 
 def cmac_into(mk, data, n, out, m):
-    """AES-CMAC of data[0:n] under MacKey mk: the 16-byte tag goes to out; m is
-    16 bytes of scratch. No allocation."""
-    for i in range(16):
-        out[i] = 0
+    """AES-CMAC (NIST SP 800-38B) of data[0:n] under MacKey mk: the 16-byte tag goes
+    to out; m is 16 bytes of scratch. Any length, data left as it is; no
+    allocation. (The tap's 64-byte MACs take IssuerKeys._mac64, one AES call.)"""
+    c = mk.chain
     last = (n + 15) >> 4
     if last == 0:
         last = 1
     off = 0
-    for _ in range(last - 1):
-        for i in range(16):
-            m[i] = out[i] ^ data[off + i]
-        mk.aes.encrypt(m, out)
+    for k in range(last - 1):
+        for i in range(16):  # CBC: the object XORs in the chain; the first block cancels it
+            m[i] = data[off + i] ^ c[i] if k == 0 else data[off + i]
+        mk.aes.encrypt(m, c)
         off += 16
     rem = n - off
-    if rem == 16:
-        k = mk.k1
-        for i in range(16):
-            m[i] = out[i] ^ data[off + i] ^ k[i]
-    else:
-        k = mk.k2
-        for i in range(16):
-            if i < rem:
-                v = data[off + i]
-            elif i == rem:
-                v = 0x80
-            else:
-                v = 0
-            m[i] = out[i] ^ v ^ k[i]
-    mk.aes.encrypt(m, out)
+    k = mk.k1 if rem == 16 else mk.k2
+    first = last == 1
+    for i in range(16):
+        if i < rem:
+            v = data[off + i]
+        elif i == rem:
+            v = 0x80
+        else:
+            v = 0
+        m[i] = v ^ k[i] ^ c[i] if first else v ^ k[i]
+    mk.aes.encrypt(m, c)
+    for i in range(16):
+        out[i] = c[i]
 
 
 class IssuerKeys:
@@ -365,6 +367,8 @@ class IssuerKeys:
         self._enc = bytearray(_MAC_IN)
         self._tag = bytearray(16)
         self._m = bytearray(16)
+        self._cbc = bytearray(_MAC_IN)  # the CBC output of a 64-byte MAC; the tag at 48
+        self._cbc_tag = memoryview(self._cbc)[_MAC_IN - 16 :]
 
     def add(self, issuer_id, key_version, key):
         """Install (or replace) a key. Start-up/configuration only: it allocates."""
@@ -390,6 +394,21 @@ class IssuerKeys:
                 self._ids[i] = -1
                 self._keys[i] = None
 
+    def _mac64(self, mk):
+        """AES-CMAC of the 64 bytes in _enc (overwritten) under mk: the tag, a view
+        valid until the next MAC. Four whole blocks, so the last is XORed with K1 and
+        the first with the CBC chain (its IV made zero); then one call in C."""
+        enc = self._enc
+        c = mk.chain
+        k = mk.k1
+        for j in range(16):
+            enc[j] ^= c[j]
+            enc[_MAC_IN - 16 + j] ^= k[j]
+        mk.aes.encrypt(enc, self._cbc)
+        tag = self._cbc_tag
+        c[0:16] = tag  # the object's IV now; copied in C
+        return tag
+
     def find(self, issuer_id, key_version):
         """Index of the key, or -1."""
         ident = (issuer_id << 8) | key_version
@@ -407,8 +426,7 @@ class IssuerKeys:
         o = _SLOTS + _SLOT_LEN * slot
         for j in range(_BODY):
             enc[_SLOTS + j] = img[o + j]
-        cmac_into(self._keys[i], enc, _MAC_IN, self._tag, self._m)
-        tag = self._tag
+        tag = self._mac64(self._keys[i])
         diff = 0
         for j in range(_MAC_LEN):  # no early exit: the time does not tell where it differs
             diff |= tag[j] ^ img[o + _BODY + j]
@@ -451,8 +469,7 @@ def seal(rec, keys):
     enc = keys._enc
     _encode_static(rec, enc)
     _encode_body(rec, enc, _SLOTS)
-    cmac_into(keys._keys[i], enc, _MAC_IN, keys._tag, keys._m)
-    tag = keys._tag
+    tag = keys._mac64(keys._keys[i])
     mac = rec.mac
     for j in range(_MAC_LEN):
         mac[j] = tag[j]

@@ -5,12 +5,14 @@
 
 `const` is recognised by the MicroPython compiler by name, so `_X = const(3)`
 in a module that imports it from here still costs no RAM on the board.
-`Aes(key).encrypt(src16, dst16)` is AES-128-ECB into a caller's buffer: on the
-board it is `cryptolib.aes` (no allocation), on CPython the `cryptography`
+`Aes(key).encrypt(src16, dst16)` is AES-128-ECB into a caller's buffer;
+`Aes(key, True)` is CBC from a zero IV, `encrypt(src, dst)` of len(src) bytes (whole
+blocks) chained across calls (each call's IV is the last block the previous one
+wrote): one call in C for a CMAC's blocks. On the board `cryptolib.aes` (modes 1
+and 2; no allocation into a caller's buffer), on CPython the `cryptography`
 package. `crc32_into(src, n, dst, off)` writes the CRC-32 (zlib's) of src[:n] into
-dst[off:off + 4], little-endian: on the board 4 bits at a time over small ints
-(no allocation), on CPython zlib's C code (the host packs and checks records by the
-million in the fleet simulation). `collect()` is gc.collect() on the board; on
+dst[off:off + 4], little-endian: on the board a byte at a time from four 256-byte tables (no allocation), on CPython zlib's C code (the host packs
+and checks records by the million in the fleet simulation). `collect()` is gc.collect() on the board; on
 CPython, which has no fixed heap to run out of, it does nothing.
 """
 
@@ -44,10 +46,11 @@ try:
     from cryptolib import aes as _aes  # type: ignore[import-not-found]
 
     class Aes:
-        """AES-128-ECB encryptor; `encrypt(src, dst)` writes 16 bytes into dst."""
+        """AES-128 encryptor, ECB or (cbc=True) CBC from a zero IV, chained across
+        calls; `encrypt(src, dst)` writes len(src) bytes (whole blocks) into dst."""
 
-        def __init__(self, key):
-            self._aes = _aes(bytes(key), 1)
+        def __init__(self, key, cbc=False):
+            self._aes = _aes(bytes(key), 2, bytes(16)) if cbc else _aes(bytes(key), 1)
 
         def encrypt(self, src, dst):
             self._aes.encrypt(src, dst)
@@ -56,13 +59,16 @@ except ImportError:  # CPython
     from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
     class Aes:  # type: ignore[no-redef]
-        """AES-128-ECB encryptor; `encrypt(src, dst)` writes 16 bytes into dst."""
+        """AES-128 encryptor, ECB or (cbc=True) CBC from a zero IV, chained across
+        calls; `encrypt(src, dst)` writes len(src) bytes (whole blocks) into dst."""
 
-        def __init__(self, key):
-            self._enc = Cipher(algorithms.AES(bytes(key)), modes.ECB()).encryptor()
+        def __init__(self, key, cbc=False):
+            mode = modes.CBC(bytes(16)) if cbc else modes.ECB()
+            self._enc = Cipher(algorithms.AES(bytes(key)), mode).encryptor()
 
         def encrypt(self, src, dst):
-            dst[:16] = self._enc.update(bytes(src[:16]))
+            n = len(src)
+            dst[:n] = self._enc.update(bytes(src))
 
 
 try:
