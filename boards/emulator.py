@@ -40,3 +40,7 @@ NFC = "pn532"
 NFC_BUS = "uart"
 NFC_UART_BAUD = 115_200  # the PN532's HSU rate after power-up (UM0701-02 6.2)
 NFC_MAX_FRAME = 96  # longest FeliCa frame (LEN included): a 4-block read or write
+# FeliCa bit rates polled, in order (drivers/cardsource.py, docs/nfc.md): 424 kbps
+# first (a Lite-S answers there and its frames take half the air time), then
+# 212 for a card that speaks 212 only (every FeliCa card does: JIS X 6319-4).
+NFC_FELICA_KBPS = (424, 212)

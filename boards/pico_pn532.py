@@ -65,6 +65,10 @@ NFC_RESET = 6  # RSTPDN; None if not wired
 NFC_I2C_FREQ = 400_000  # the PN532's maximum; 100_000 on long or unshielded wires
 NFC_I2C_TIMEOUT_US = 100_000  # SoftI2C clock-stretch timeout
 NFC_MAX_FRAME = 96  # longest FeliCa frame (LEN included): a 4-block read or write
+# FeliCa bit rates polled, in order (drivers/cardsource.py, docs/nfc.md): 424 kbps
+# first (a Lite-S answers there and its frames take half the air time), then
+# 212 for a card that speaks 212 only (every FeliCa card does: JIS X 6319-4).
+NFC_FELICA_KBPS = (424, 212)
 
 
 def open_flash():

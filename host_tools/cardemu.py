@@ -62,6 +62,13 @@ STANDARD_PMM = bytes.fromhex("0120220427674eff")
 STANDARD_READ_MAX = 15
 STANDARD_WRITE_MAX = 11
 LITE_S_READ_MAX = 4  # Read Without Encryption: 1..4 blocks (Lite-S user's manual)
+# Bit rates a card answers at (docs/nfc.md, "Bit rates"): every FeliCa card speaks
+# 212 kbps (JIS X 6319-4); standard FeliCa cards also 424 (Sony's comparison of
+# FeliCa Lite and standard cards: "FeliCa Lite only supports 212kbps, while
+# standard FeliCa supports both"), and so does the Lite-S, the Lite's successor, by
+# the sources found (not its user's manual, which was not at hand: docs/nfc.md).
+# kbps=(212,) makes a card of the older kind, found only by a reader's 212 polling.
+DEFAULT_KBPS = (212, 424)
 LITE_S_USER_BLOCKS = 14  # S_PAD0-13
 WALLET_FORMAT = 1
 _RW = 0b001001  # service attribute: random access, read/write, no key
@@ -103,7 +110,7 @@ class CardMemory:
                  system_code: int | None = None,
                  service_codes: tuple[int, ...] = DEFAULT_SERVICE_CODES,
                  path: str | Path | None = None, taps: int = 0, kind: str = "lite-s",
-                 wcnt: int = 0):
+                 wcnt: int = 0, kbps: tuple[int, ...] = DEFAULT_KBPS):
         if kind not in CARD_TYPES:
             raise ToolError(f"card type {kind!r}: one of {', '.join(CARD_TYPES)}")
         if pmm is None:
@@ -117,11 +124,14 @@ class CardMemory:
         if kind == "lite-s" and len(image) > BLOCK * LITE_S_USER_BLOCKS:
             raise ToolError(f"a FeliCa Lite-S has {LITE_S_USER_BLOCKS} user blocks, "
                             f"not {len(image) // BLOCK}")
+        if 212 not in kbps or not set(kbps) <= {212, 424}:
+            raise ToolError(f"card bit rates {tuple(kbps)}: 212 and optionally 424 kbps")
         for code in service_codes:
             if code & 0x3F not in (_RW, _RO):
                 raise ToolError(f"service code {code:04X}: only random access without key "
                                 "(attribute 09 read/write, 0B read only) is emulated")
         self.kind = kind
+        self.kbps = tuple(sorted(set(kbps)))
         self.idm = bytes(idm)
         self.pmm = bytes(pmm)
         self.system_code = system_code
@@ -158,7 +168,8 @@ class CardMemory:
                        system_code=int(data["system_code"], 16),
                        service_codes=tuple(int(c, 16) for c in data["service_codes"]),
                        path=path, taps=int(data.get("taps", 0)),
-                       kind=str(data.get("card", "lite-s")), wcnt=int(data.get("wcnt", 0)))
+                       kind=str(data.get("card", "lite-s")), wcnt=int(data.get("wcnt", 0)),
+                       kbps=tuple(int(k) for k in data.get("kbps", DEFAULT_KBPS)))
         except (KeyError, TypeError, ValueError) as e:
             raise ToolError(f"{path}: wallet field missing or bad ({e})") from None
 
@@ -173,6 +184,7 @@ class CardMemory:
             "blocks": [self.image[i:i + BLOCK].hex() for i in range(0, len(self.image), BLOCK)],
             "taps": self.taps,
             "wcnt": self.wcnt,
+            "kbps": list(self.kbps),
         }
 
     def save(self) -> None:
@@ -253,8 +265,8 @@ class FelicaCard:
         rsp = b"\x01" + self.m.idm + self.m.pmm
         if cmd[4] == 1:
             rsp += self.m.system_code.to_bytes(2, "big")
-        elif cmd[4] == 2:
-            rsp += b"\x00\x83"  # communication performance: 212 and 424 kbps
+        elif cmd[4] == 2:  # communication performance: bit 0 212, bit 1 424, bit 7 automatic
+            rsp += b"\x00\x83" if 424 in self.m.kbps else b"\x00\x01"  # rate detection
         return bytes([len(rsp) + 1]) + rsp
 
     def _status(self, code: int, s1: int, s2: int) -> bytes:
@@ -375,14 +387,17 @@ class FelicaCard:
 class CardEmulator:
     """Serve one wallet's card on an nfcpy device until it has been tapped N times."""
 
-    def __init__(self, wallet: CardMemory, device: str = "udp:127.0.0.1:0", brty: str = "212F",
-                 session_timeout: float = 1.0, listen_window: float = 2.0,
-                 on_write: Callable[[bytes], None] | None = None):
-        if brty not in ("212F", "424F"):
-            raise ToolError(f"a FeliCa card listens at 212F or 424F, not {brty}")
+    def __init__(self, wallet: CardMemory, device: str = "udp:127.0.0.1:0",
+                 brty: str | None = None, session_timeout: float = 1.0,
+                 listen_window: float = 2.0, on_write: Callable[[bytes], None] | None = None):
+        rates = tuple(f"{k}F" for k in wallet.kbps)
+        if brty is not None and brty not in rates:
+            raise ToolError(f"this card listens at {' or '.join(rates)}, not {brty}")
         self.wallet = wallet
         self.device = device
-        self.brty = brty
+        # the bit rates it answers a polling at (every one its card speaks, unless told)
+        self.brtys = rates if brty is None else (brty,)
+        self.brty = self.brtys[0]
         self.session_timeout = session_timeout
         # nfcpy's listen() is one activation window: a polling answered just
         # before it ends is forgotten by the next listen() (which also re-binds
@@ -418,6 +433,7 @@ class CardEmulator:
         self.clf = clf
         if isinstance(clf.device, nfc.clf.udp.Device):
             self._bind_loopback(clf.device)
+            self._listen_at(clf.device, self.brtys)
         return self
 
     def _udp_path(self, path: str) -> str:
@@ -447,6 +463,28 @@ class CardEmulator:
                 raise
 
         device._bind_socket = bind
+
+    @staticmethod
+    def _listen_at(device, brtys: tuple[str, ...]) -> None:
+        # nfcpy's udp listener takes datagrams of its target's one bit rate; a card
+        # answers a polling at every rate it speaks, at the rate it came in (its
+        # _listen_ttf answers with the datagram's brty). Once activated, the session
+        # keeps to that rate (its target's brty).
+        recv, listen = device._recv_data, device.listen_ttf
+        listening = [False]
+
+        def recv_data(timeout, *brty_list):
+            return recv(timeout, *(brtys if listening[0] else brty_list))
+
+        def listen_ttf(target, timeout):
+            listening[0] = True
+            try:
+                return listen(target, timeout)
+            finally:
+                listening[0] = False
+
+        device._recv_data = recv_data
+        device.listen_ttf = listen_ttf
 
     def close(self) -> None:
         self.stop()
@@ -543,6 +581,13 @@ class CardEmulator:
             self.on_write(bytes(self.wallet.image))
 
 
+def _kbps(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(k) for k in text.split(","))
+    except ValueError:
+        raise ToolError(f"--kbps: 212 or 212,424, not {text!r}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     """python -m host_tools.cardemu WALLET [--device udp:127.0.0.1:0] [--taps N]
     [--card lite-s|standard]"""
@@ -556,6 +601,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=None, help="give up after SECONDS")
     p.add_argument("--idm", help="hex IDm for a new wallet")
     p.add_argument("--image", help="hex block image for a new wallet")
+    p.add_argument("--kbps", default="212,424",
+                   help="for a new wallet: the bit rates the card answers at (212 or "
+                   "212,424; default 212,424)")
     p.add_argument("--card", choices=CARD_TYPES, default="lite-s",
                    help="for a new wallet: lite-s (FeliCa Lite-S rules, system 88B4; the "
                    "default) or standard (a standard FeliCa card, system 0003)")
@@ -564,7 +612,8 @@ def main(argv: list[str] | None = None) -> int:
         path = Path(args.wallet)
         if not path.exists() and args.idm and args.image:
             wallet = CardMemory.create(path, _hex(args.idm, "--idm", 8),
-                                       _hex(args.image, "--image"), kind=args.card)
+                                       _hex(args.image, "--image"), kind=args.card,
+                                       kbps=_kbps(args.kbps))
         else:
             wallet = CardMemory.load(path)
         with CardEmulator(wallet, args.device) as card:

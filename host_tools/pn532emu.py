@@ -395,6 +395,8 @@ class LocalField:
     def sense_ttf(self, target):
         import nfc.clf
 
+        if int(target.brty[:3]) not in self.card.m.kbps:
+            return None  # a polling at a bit rate the card does not speak: silence
         req = bytes([len(target.sensf_req) + 1]) + bytes(target.sensf_req)
         rsp = self.card.process(req)
         return None if rsp is None else nfc.clf.RemoteTarget(target.brty, sensf_res=rsp[1:])

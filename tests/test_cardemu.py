@@ -292,3 +292,18 @@ def test_command_line_makes_a_wallet_and_reports(tmp_path, capsys):
     assert CardMemory.load(path).image[:48] == IMAGE
     assert main([str(tmp_path / "none.json")]) == 1
     assert "no such wallet" in capsys.readouterr().err
+
+
+def test_a_card_says_and_keeps_the_bit_rates_it_speaks(tmp_path):
+    # Polling with request code 2 (communication performance): bit 0 212 kbps, bit 1
+    # 424, bit 7 automatic rate detection; the rates travel in the wallet file.
+    both = CardMemory.create(tmp_path / "a.json", IDM, IMAGE)
+    only = CardMemory.create(tmp_path / "b.json", IDM, IMAGE, kbps=(212,))
+    assert FelicaCard(both).process(bytes.fromhex("0600ffff0200"))[-2:] == b"\x00\x83"
+    assert FelicaCard(only).process(bytes.fromhex("0600ffff0200"))[-2:] == b"\x00\x01"
+    assert CardMemory.load(tmp_path / "a.json").kbps == (212, 424)
+    assert CardMemory.load(tmp_path / "b.json").kbps == (212,)
+    with pytest.raises(ToolError, match="212 and optionally 424"):
+        CardMemory(IDM, IMAGE, kbps=(424,))
+    with pytest.raises(ToolError, match="listens at 212F, not 424F"):
+        CardEmulator(only, brty="424F")

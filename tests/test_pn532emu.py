@@ -175,11 +175,13 @@ def test_parser_finds_frames_acks_and_wake_ups_in_a_stream():
 # -- the RF side: an nfcpy card on the UDP link ---------------------------------------------
 
 
-def test_felica_read_through_the_chip_to_an_nfcpy_card():
+@pytest.mark.parametrize("kbps,brty", [((212, 424), 2), ((212, 424), 1), ((212,), 1)])
+def test_felica_read_through_the_chip_to_an_nfcpy_card(kbps, brty):
+    # over nfcpy's UDP link, at 424 kbps (BrTy 2: datagrams "424F ...") or 212 (BrTy 1)
     import threading
 
     image = bytes(range(96))
-    with CardEmulator(CardMemory(IDM, image), "udp:127.0.0.1:0") as card:
+    with CardEmulator(CardMemory(IDM, image, kbps=kbps), "udp:127.0.0.1:0") as card:
         t = threading.Thread(target=card.serve, args=(1, 10), daemon=True)
         t.start()
         emu = Pn532Emulator(rf=f"udp:127.0.0.1:{card.port}")
@@ -189,7 +191,7 @@ def test_felica_read_through_the_chip_to_an_nfcpy_card():
             assert host.command(0x32, b"\x05\xff\x01\x01") == ACK + frame(b"\xd5\x33")
             polled = b""
             for _ in range(40):  # until the card's listen() is up
-                polled = host.command(0x4A, H("0101" "0088b40100"))
+                polled = host.command(0x4A, bytes([1, brty]) + H("0088b40100"))
                 if polled[6 + 7] == 1:
                     break
             # NbTg 1, Tg 1, POL_RES: 20, 01, IDm, PMm (a Lite-S's), system code 88B4
@@ -207,6 +209,33 @@ def test_felica_read_through_the_chip_to_an_nfcpy_card():
     tap = emu.taps[-1]
     assert tap.complete and [c.cmd for c in tap.commands] == [0x4A, 0x42, 0x32]
     assert not t.is_alive()  # the card took the RFOFF: its session (one tap) is over
+    k = 424 if brty == 2 else 212
+    assert tap.commands[1].rf_us == pytest.approx(rf_frame_us(22, k) + 302.1 * 6
+                                                  + rf_frame_us(77, k))
+
+
+def test_a_card_that_speaks_212_only_is_silent_to_a_424_polling():
+    import threading
+
+    with CardEmulator(CardMemory(IDM, bytes(96), kbps=(212,)), "udp:127.0.0.1:0") as card:
+        t = threading.Thread(target=card.serve, args=(1, 5), daemon=True)
+        t.start()
+        emu = Pn532Emulator(rf=f"udp:127.0.0.1:{card.port}")
+        host = Host(emu.start())
+        try:
+            host.send(WAKE)
+            assert host.command(0x32, b"\x05\xff\x01\x01") == ACK + frame(b"\xd5\x33")
+            for _ in range(40):  # until the card's listen() is up: a 212 polling answers
+                if host.command(0x4A, H("0101" "0088b40100"))[6 + 7] == 1:
+                    break
+            # NbTg 0 after the chip's 2 tries (MxRtyPassiveActivation 1), each waited for
+            host.send(frame(H("d44a" "0102" "0088b40100")))
+            assert host.recv(wait=3.0, quiet=1.0) == ACK + frame(H("d54b00"))
+            assert host.command(0x32, b"\x01\x00") == ACK + frame(b"\xd5\x33")
+        finally:
+            card.stop()
+            host.close()
+            emu.stop()
 
 
 # -- the time model -------------------------------------------------------------------------
@@ -280,3 +309,45 @@ def test_the_model_counts_the_bytes_the_boards_i2c_link_really_moves():
     # the warm tap: field on, polling, two reads, two one-block writes, field off
     assert [c.cmd for c in charged] == [0x32, 0x4A, 0x42, 0x42, 0x42, 0x42, 0x32]
     assert bus.bytes - b0 <= 600  # 999 before reads of the expected frame
+
+
+@pytest.mark.parametrize("kbps,answered,polls", [
+    ((212, 424), "424F", [2]),  # a Lite-S answers the 424 polling: read and written at 424
+    ((212,), "212F", [2, 1]),  # a 212-only card is silent at 424: the 212 polling finds it
+])
+def test_the_terminal_polls_424_first_and_falls_back_to_212(kbps, answered, polls):
+    """The board's polling order (NFC_FELICA_KBPS, 424 then 212) on the firmware's own
+    drivers: the card is read at the fastest rate it answers, and the emulated chip
+    charges every frame of the tap at that rate (JIS X 6319-4's 211.875/423.75 kbit/s)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "firmware"))
+    from drivers.cardsource import FelicaCards
+    from drivers.pn532 import Pn532
+    from drivers.pn532_i2c import I2CLink
+    from host_tools.build import board_values
+    from host_tools.cardemu import FelicaCard
+    from host_tools.pn532emu import I2CBus, LocalField, rf_frame_us
+
+    assert board_values("pico_pn532")["NFC_FELICA_KBPS"] == (424, 212)
+    image = bytes(range(96))
+    chip = Pn532Emulator(rf=LocalField(FelicaCard(CardMemory(IDM, image, kbps=kbps))),
+                         bus=BusModel("i2c", 400_000))
+    bus = I2CBus(chip)
+    cards = FelicaCards(Pn532(I2CLink(bus)), rates=(424, 212))
+    assert cards.start()
+    n0 = len(chip.charged)
+    raw = bytearray(104)
+    assert cards.read(raw, 100)
+    assert chip.brty == answered and cards.kbps == int(answered[:3])
+    assert cards.write(raw, 0)
+    cards.release()
+    assert raw[8:] == image[:96]
+    charged = list(chip.charged)[n0:]
+    # the polling rounds: one InListPassiveTarget per rate tried, 424 (BrTy 2) first
+    assert len([c for c in charged if c.cmd == 0x4A]) == len(polls)
+    read1 = [c for c in chip.taps[-1].commands if c.cmd == 0x42][0]  # blocks 0-3 read
+    k = int(answered[:3])
+    card_us = 302.1 * ((0 + 1) * 4 + 1 + 1)  # PMm[5] = 01: E 0, B 0, A 1
+    assert read1.rf_us == pytest.approx(rf_frame_us(22, k) + card_us + rf_frame_us(77, k))

@@ -22,9 +22,10 @@ class BoardPlatform:
         self.port = StdioPort(nonblocking=False)
         self.card_source = None
         if hasattr(board, "open_nfc"):
-            from drivers.cardsource import FelicaCards
+            from drivers.cardsource import RATES, FelicaCards
 
-            self.card_source = FelicaCards(board.open_nfc())
+            self.card_source = FelicaCards(board.open_nfc(),
+                                           rates=getattr(board, "NFC_FELICA_KBPS", RATES))
             # A PN532 that does not answer stops nothing: the host link and clearing go
             # on, status shows the reader fault, and it is tried again (cardsource.py).
             self.card_source.start()

@@ -1,6 +1,6 @@
 """The card on the reader: its image read over FeliCa, its next counter slot written back.
 
-    cards = FelicaCards(nfc)             # nfc: Pn532 on a board (NfcUdp: explicit option)
+    cards = FelicaCards(nfc, rates=board.NFC_FELICA_KBPS)  # nfc: Pn532 (NfcUdp: an option)
     cards.start()                        # False: the reader does not answer (retried later)
     if cards.read(image, wait_ms):       # polls until a card answers or wait_ms passes
         ...decide...
@@ -10,7 +10,11 @@
 The image is the card profile's (terminal/card.py, docs/card_profile.md): the
 IDm the card answered the polling with, then blocks 0-5 read with two Read
 Without Encryption commands (a FeliCa Lite-S reads at most 4 blocks per
-command) through the read-only service. The polling asks for the profile's
+command) through the read-only service. Each polling round polls at the
+board's bit rates in order (NFC_FELICA_KBPS, (424, 212) by default): a card
+that answers at 424 kbps is read and written at 424, whose frames take half
+the air time of 212's; a card that does not answer there (one that speaks 212
+only) is found by the 212 polling after it (docs/nfc.md). The polling asks for the profile's
 system code with request code 1, so the card says which system answered; a
 card that answers for another system (a multi-system card's system 0, a
 phone) is not taken: its IDm would not be the one the MAC binds, and the
@@ -36,6 +40,7 @@ _FIRST_READ = b"\x00\x01\x02\x03"  # issuer blocks and slot A
 _SECOND_READ = b"\x04\x05"  # slot B
 _ONE_BLOCK = (b"\x00", b"\x01", b"\x02", b"\x03", b"\x04", b"\x05")
 _POLL_MS = const(100)
+RATES = (424, 212)  # FeliCa bit rates polled, in order, unless the board file says otherwise
 
 _RESET_AFTER = const(3)  # NFC errors in a row after which the reader is reset
 _RETRY_MS = const(10000)  # a reader that does not answer is tried again this often
@@ -55,9 +60,11 @@ WHY = ("", ": a card answered for another system", ": the card left or garbled w
 class FelicaCards:
     WHY = WHY
 
-    def __init__(self, nfc, system_code=SYSTEM_CODE):
+    def __init__(self, nfc, system_code=SYSTEM_CODE, rates=RATES):
         self.nfc = nfc
         self.system_code = system_code
+        self.rates = tuple(rates)
+        self.kbps = 0  # the bit rate the last card read answered at
         self.felica = Felica(nfc, 4)
         self._raw = None
         self._first = None  # views of the image: blocks 0-3, 4-5, and one per block
@@ -147,9 +154,13 @@ class FelicaCards:
         start = ticks_ms()
         while True:
             try:
-                sensf_res = self.nfc.sense_ttf(self.system_code, REQUEST_SYSTEM_CODE,
-                                               timeout_ms=_POLL_MS)
+                for kbps in self.rates:  # a tuple: iterating it allocates nothing
+                    sensf_res = self.nfc.sense_ttf(self.system_code, REQUEST_SYSTEM_CODE, kbps,
+                                                   _POLL_MS)
+                    if sensf_res is not None:
+                        break
                 if sensf_res is not None:
+                    self.kbps = kbps
                     self.sensed_at = ticks_ms()
                     felica.activate(sensf_res)
                     if felica.request_data != self.system_code:

@@ -67,22 +67,23 @@ class UnixPlatform:
         (--nfc-uart PATH, what `termctl emulate --rf-port N` starts), or, only when
         asked for, nfcpy's UDP link straight from the firmware (--nfc-udp HOST:PORT)."""
         if "nfc-uart" in opts:
-            from drivers.cardsource import FelicaCards
+            from drivers.cardsource import RATES, FelicaCards
             from drivers.pn532 import Pn532
             from drivers.pn532_uart import UARTLink
             from drivers.ptyuart import PtyUart
 
             nfc = Pn532(UARTLink(PtyUart(opts["nfc-uart"])), max_frame=b.NFC_MAX_FRAME,
                         ack_ms=_EMULATED_ACK_MS, slack_ms=_EMULATED_SLACK_MS)
-            cards = FelicaCards(nfc)
+            cards = FelicaCards(nfc, rates=getattr(b, "NFC_FELICA_KBPS", RATES))
             cards.start()  # a chip that does not answer: the terminal runs on, says so
             return cards
         if "nfc-udp" in opts:
-            from drivers.cardsource import FelicaCards
+            from drivers.cardsource import RATES, FelicaCards
             from drivers.nfc_udp import NfcUdp
 
             host, port = opts["nfc-udp"].rsplit(":", 1)
-            return FelicaCards(NfcUdp(host, int(port)))
+            return FelicaCards(NfcUdp(host, int(port)),
+                               rates=getattr(b, "NFC_FELICA_KBPS", RATES))
         return None
 
     def shutdown(self):
