@@ -11,9 +11,10 @@ blocks) chained across calls (each call's IV is the last block the previous one
 wrote): one call in C for a CMAC's blocks. On the board `cryptolib.aes` (modes 1
 and 2; no allocation into a caller's buffer), on CPython the `cryptography`
 package. `crc32_into(src, n, dst, off)` writes the CRC-32 (zlib's) of src[:n] into
-dst[off:off + 4], little-endian: on the board a byte at a time from four 256-byte tables (no allocation), on CPython zlib's C code (the host packs
-and checks records by the million in the fleet simulation). `collect()` is gc.collect() on the board; on
-CPython, which has no fixed heap to run out of, it does nothing.
+dst[off:off + 4], little-endian: on the board a byte a step from a 1 KB table, over
+small ints (no allocation), on CPython zlib's C code (the host packs and checks
+records by the million in the fleet simulation). `collect()` is gc.collect() on the
+board; on CPython, which has no fixed heap to run out of, it does nothing.
 """
 
 try:
@@ -87,49 +88,45 @@ except ImportError:  # CPython has no fixed heap: report -1 ("not measured")
 
 
 try:
-    from array import array as _array
-
     import micropython  # type: ignore[import-not-found]  # noqa: F401  (a board, the unix port)
 
-    # CRC-32 4 bits at a time, the register kept as two 16-bit halves: every value
-    # is a small int, so nothing is allocated even on a 32-bit board, where
-    # binascii.crc32 returns a heap int 3 times in 4.
-    _CRC_LO = _array("H", [0] * 16)
-    _CRC_HI = _array("H", [0] * 16)
-    for _i in range(16):
+    # CRC-32 a byte a step, the register kept as its 4 bytes: every value is a small
+    # int, so nothing is allocated even on a 32-bit board, where binascii.crc32
+    # returns a heap int 3 times in 4. The table is 4 bytearrays of 256, byte k of
+    # every entry in _CRC[k] (1 KB, made without a temporary): 10 us for a journal
+    # record's 60 bytes here, where 4 bits a step over 16-bit halves took 27 (about
+    # 1.8 ms of a Pico's tap; docs/boards.md, "Tap to result").
+    _CRC = (bytearray(256), bytearray(256), bytearray(256), bytearray(256))
+    for _i in range(256):
         _lo = _i
         _hi = 0
-        for _ in range(4):
+        for _ in range(8):
             _b = _lo & 1
             _lo = (_lo >> 1) | ((_hi & 1) << 15)
             _hi >>= 1
             if _b:
                 _lo ^= 0x8320
                 _hi ^= 0xEDB8
-        _CRC_LO[_i] = _lo
-        _CRC_HI[_i] = _hi
-    del micropython, _array, _i, _lo, _hi, _b, _  # names only the tables needed: no RAM
+        _CRC[0][_i] = _lo & 0xFF
+        _CRC[1][_i] = _lo >> 8
+        _CRC[2][_i] = _hi & 0xFF
+        _CRC[3][_i] = _hi >> 8
+    del micropython, _i, _lo, _hi, _b, _  # names only the table needed: no RAM
 
     def crc32_into(src, n, dst, off):
         """CRC-32 of src[:n] into dst[off:off + 4], little-endian; no allocation."""
-        tl = _CRC_LO
-        th = _CRC_HI
-        lo = 0xFFFF
-        hi = 0xFFFF
+        t0, t1, t2, t3 = _CRC
+        r0 = r1 = r2 = r3 = 0xFF
         for i in range(n):
-            b = src[i]
-            x = (lo ^ b) & 0xF
-            lo = ((lo >> 4) | ((hi & 0xF) << 12)) ^ tl[x]
-            hi = (hi >> 4) ^ th[x]
-            x = (lo ^ (b >> 4)) & 0xF
-            lo = ((lo >> 4) | ((hi & 0xF) << 12)) ^ tl[x]
-            hi = (hi >> 4) ^ th[x]
-        lo ^= 0xFFFF
-        hi ^= 0xFFFF
-        dst[off] = lo & 0xFF
-        dst[off + 1] = lo >> 8
-        dst[off + 2] = hi & 0xFF
-        dst[off + 3] = hi >> 8
+            x = r0 ^ src[i]
+            r0 = r1 ^ t0[x]
+            r1 = r2 ^ t1[x]
+            r2 = r3 ^ t2[x]
+            r3 = t3[x]
+        dst[off] = r0 ^ 0xFF
+        dst[off + 1] = r1 ^ 0xFF
+        dst[off + 2] = r2 ^ 0xFF
+        dst[off + 3] = r3 ^ 0xFF
 
 except ImportError:  # CPython
     from zlib import crc32 as _crc32
