@@ -98,7 +98,7 @@ def runs_in(board, heap, work):
 
 def run(quick=False):
     from bench import goal
-    from host_tools.build import board_values, compile_firmware
+    from host_tools.build import board_values, build_dir, compile_firmware
     from host_tools.emulator import board_heap
     from host_tools.flash import UNIX_ONLY
 
@@ -111,7 +111,7 @@ def run(quick=False):
         for board in BOARDS:
             values = board_values(board)
             march = values.get("MPY_MARCH")
-            sizes = compile_firmware(work / "build" / board, march=march)
+            sizes = compile_firmware(build_dir(board), march=march)
             if board != "emulator":
                 sizes = {k: v for k, v in sizes.items() if k not in UNIX_ONLY}
             modules[board] = sizes

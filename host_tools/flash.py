@@ -20,7 +20,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from host_tools.build import ROOT, board_values, compile_firmware, venv_tool
+from host_tools.build import ROOT, board_values, build_dir, compile_firmware, venv_tool
 from host_tools.errors import ToolError
 from host_tools.progress import Progress
 
@@ -49,7 +49,7 @@ def plan_flash(board: str) -> Plan:
     if values.get("MCU") == "unix":
         raise ToolError(f"{board} is the emulated board: run it with `termctl emulate`")
     march = values.get("MPY_MARCH")
-    build = ROOT / "build" / board
+    build = build_dir(board)
     sizes = compile_firmware(build, march=march)
     files = [(build / rel, ":" + rel, n) for rel, n in sorted(sizes.items())
              if rel not in UNIX_ONLY]
