@@ -26,6 +26,7 @@ keys and the installed list are rebuilt from bytes where it lands.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import shutil
 import struct
@@ -35,7 +36,7 @@ import weakref
 import zlib
 from dataclasses import dataclass, field
 
-from host_tools.centre import clearing_row, day_of
+from host_tools.centre import classify_outcome, day_of
 from host_tools.centre.authorise import auth_rule
 from host_tools.simcard import card_image
 from terminal import decision, listsync, protocol, sale
@@ -446,14 +447,35 @@ class TerminalGroup:
 
 
 def clearing_rows(terminal_id: int, raw: bytes, cutover_min: int) -> list[tuple]:
-    """A batch's records as the centre stores them: decoded (CRC checked), terminal
-    time made Unix time (as transfer.pull_batch does), then centre.clearing_row."""
+    """A batch's records as the centre stores them: decoded by the firmware's own
+    journal.decode (CRC checked), terminal time made Unix time (as
+    transfer.pull_batch does), then the row centre.clearing_row makes of such a dict
+    (tests/test_simfleet.py pins the two), without its checks for records from
+    elsewhere: 8 % of a run's time went to them."""
     rows = []
     for i in range(0, len(raw), RECORD_SIZE):
         rec = decode(raw[i:i + RECORD_SIZE])
-        rec["time"] += EPOCH_OFFSET
-        rows.append(clearing_row(terminal_id, rec, cutover_min, 0))
+        if rec["terminal_id"] != terminal_id:
+            raise SimError(f"record of terminal {rec['terminal_id']:08x} in {terminal_id:08x}'s")
+        t = rec["time"] + EPOCH_OFFSET
+        outcome, reasons = rec["outcome"], rec["reasons"]
+        approval = rec["approval_code"].decode("ascii", "replace")
+        name, approved, online = classify_outcome(outcome, reasons, approval)
+        rows.append((terminal_id, rec["epoch"], rec["seq"], t, day_of(t, cutover_min),
+                     rec["token_hash"], rec["masked_token"].decode("ascii", "replace"),
+                     rec["issuer"], rec["amount"], outcome, name, int(approved), int(online),
+                     reasons, approval, rec["atc"], rec["last_online_atc"],
+                     rec["offline_count_since_online"], rec["offline_amount_today"],
+                     rec["offline_amount_since_online"], None, _extra(rec["version"]), 0))
     return rows
+
+
+def _extra(version: int, _cache: dict[int, str] = {}) -> str:  # noqa: B006 (a cache)
+    # the one field of a decoded record the clearing table has no column for
+    text = _cache.get(version)
+    if text is None:
+        text = _cache[version] = json.dumps({"version": version}, sort_keys=True, default=str)
+    return text
 
 
 def run_group_day(group: TerminalGroup, inp: DayInput) -> tuple[TerminalGroup, DayOutput]:
