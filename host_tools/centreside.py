@@ -283,10 +283,10 @@ class CentreSide:
                 self.declined_days[token] = self.declined_days.get(token, 0) + 1
         for token in self._used_today:
             r.usable_days[token] += 1
-        for terminal_id, records in batches:
-            if rows:
-                self.centre.ingest_rows(terminal_id, records)
-            else:
+        if rows:  # the night's clearing in one transaction
+            self.centre.ingest_rows_many(batches)
+        else:
+            for terminal_id, records in batches:
                 self.centre.ingest_clearing(terminal_id, records)
         business_day = day_of(self.world.unix(day), self.centre.cutover_min)
         if self.policy.detector and not self.policy.overflow_online_only:

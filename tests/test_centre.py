@@ -9,7 +9,14 @@ import stat
 
 import pytest
 
-from host_tools.centre import MIGRATIONS, Centre, as_day, classify_outcome, day_of
+from host_tools.centre import (
+    MIGRATIONS,
+    Centre,
+    as_day,
+    classify_outcome,
+    clearing_row,
+    day_of,
+)
 from host_tools.errors import ToolError
 from terminal import decision, tap
 from terminal import journal as J
@@ -418,3 +425,21 @@ def test_business_day_cutover(tmp_path):
     with Centre(tmp_path / "c.db", list_key=KEY, cutover_min=4 * 60) as c:
         assert c.day(DAY0 * 86400 + 3 * 3600) == DAY0 - 1  # 03:00 is still yesterday
         assert c.day(DAY0 * 86400 + 4 * 3600) == DAY0
+
+
+def test_a_nights_batches_in_one_transaction_store_what_one_by_one_stores(centre, tmp_path):
+    def rows(c, terminal, seqs):
+        return [clearing_row(terminal, record(s, terminal=terminal), c.cutover_min, 0)
+                for s in seqs]
+
+    batches = [(T1, range(1, 6)), (T2, range(1, 4)), (T1, range(4, 9))]  # T1 twice
+    one = Centre(tmp_path / "one.db", list_key=KEY)
+    one.add_issuer(AEON, "Aeon", list_quota=10)
+    one.add_issuer(AU, "au PAY", list_quota=5)
+    one.add_card(CREDIT, AEON, "credit", credit_limit=50_000, expiry="2028-12-31")
+    counts = centre.ingest_rows_many([(t, rows(centre, t, s)) for t, s in batches], now=NOON)
+    assert counts == [(5, 0), (3, 0), (3, 2)]
+    assert [one.ingest_rows(t, rows(one, t, s), now=NOON) for t, s in batches] == counts
+    assert centre.clearing() == one.clearing()
+    assert centre.card(CREDIT)["credit_used"] == one.card(CREDIT)["credit_used"] == 11 * 9800
+    one.close()
