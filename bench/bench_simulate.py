@@ -9,7 +9,6 @@ machine; wall times are wall times. The quick form runs small worlds and checks
 what they can show (every goal but the large world's time).
 """
 
-import contextlib
 import os
 import tempfile
 import time
@@ -110,28 +109,44 @@ def _dask(ring, quick, client2):
     from host_tools.world import POLICIES
 
     days, shops = (3, 20) if quick else (10, 300)
+    reps = 1 if quick else 3
     world = _world(days, shops, shops * 100)
     policy = POLICIES["designed"]
     t0 = time.monotonic()
     serial = simulate.run(world, policy, ring, keep_outcomes=False)
-    rows = [["serial, this process", f"{time.monotonic() - t0:.1f}", serial.digest]]
-    same = 1
+    rows = [["serial, this process", f"{time.monotonic() - t0:.1f}", "", serial.digest]]
+    walls: dict[int, list[float]] = {1: [], 2: []}
+    digests: dict[int, set[str]] = {1: set(), 2: set()}
+    with simulate.dask_client(workers=1) as client1:
+        # side by side: 1 and 2 workers in turn, so both see the same load on the machine
+        for _ in range(reps):
+            for workers, client in ((1, client1), (2, client2)):
+                t0 = time.monotonic()
+                r = simulate.run(world, policy, ring, groups=workers, client=client,
+                                 keep_outcomes=False)
+                walls[workers].append(time.monotonic() - t0)
+                digests[workers].add(r.digest)
     for workers in (1, 2):
-        with contextlib.ExitStack() as stack:
-            client = client2 if workers == 2 else stack.enter_context(
-                simulate.dask_client(workers=workers))
-            t0 = time.monotonic()
-            r = simulate.run(world, policy, ring, groups=workers, client=client,
-                             keep_outcomes=False)
-            rows.append([f"LocalCluster, {workers} worker{'s' if workers > 1 else ''}",
-                         f"{time.monotonic() - t0:.1f}", r.digest])
-            same &= r.digest == serial.digest
+        w = walls[workers]
+        rows.append([f"LocalCluster, {workers} worker{'s' if workers > 1 else ''}",
+                     f"{min(w):.1f}", " ".join(f"{x:.1f}" for x in w),
+                     " ".join(sorted(digests[workers]))])
+    speedup = min(walls[1]) / min(walls[2])
+    rows.append(["speedup, 2 workers over 1 (best runs)", f"{speedup:.2f}x", "", ""])
     t = {"title": f"Dask: {days} days x {shops} shops x {shops * 100:,} cards, "
                   f"{serial.taps:,} taps",
-         "columns": ["run", "wall s", "digest of every outcome"], "rows": rows,
-         "notes": f"{os.cpu_count()} cores. The digest covers every tap's day, shop, card "
-                  "and outcome in order."}
-    t["goals"] = [goal("Dask runs equal the serial run (digests)", same, "==", 1)]
+         "columns": ["run", "wall s (best)", f"each of {reps} runs", "digest of every outcome"],
+         "rows": rows,
+         "notes": f"{os.cpu_count()} cores, shared with other work: the 1- and 2-worker runs "
+                  "take turns, and the best of each is compared. One group per worker, "
+                  "resident there; the centre's day end runs in the driver between the "
+                  "groups' days. The digest covers every tap's day, shop, card and outcome "
+                  "in order."}
+    t["goals"] = [goal("Dask runs equal the serial run (digests)",
+                       int(digests[1] | digests[2] == {serial.digest}), "==", 1)]
+    if not quick:  # a 3-day world is all cluster overhead: the speedup means nothing there
+        t["goals"].append(goal("Dask 2 workers over 1 worker, wall time", speedup, ">=", 1.3,
+                               fmt="%.2f", unit="x"))
     return t
 
 
