@@ -56,6 +56,7 @@ from terminal.params import Params, index_of
 # Sweepable names that are not terminal parameters.
 POLICY_FIELDS = ("list_quota",)
 TERMINAL_ID_BASE = 0x51000000
+_LEDGER_ROW = operator.itemgetter(*LEDGER_FIELDS)  # a card row's LEDGER_FIELDS, as a tuple
 _SEQ, _CODE, _HASH, _AMOUNT, _APPROVED, _ONLINE = (CLEARING_COLS.index(c) for c in (
     "seq", "approval_code", "token_hash", "amount", "approved", "online"))
 
@@ -172,7 +173,7 @@ class _Ledger:
     def values(self, token: str) -> tuple | None:
         """The row as the groups get it (simfleet.LEDGER_FIELDS)."""
         row = self.rows.get(token)
-        return None if row is None else tuple(row[f] for f in LEDGER_FIELDS)
+        return None if row is None else _LEDGER_ROW(row)
 
     def block(self, token: str) -> None:
         self.rows[token]["status"] = "blocked"
