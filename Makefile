@@ -6,8 +6,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 BOARD  ?= pico_pn532
 PORT   ?=
-# -n auto: one pytest worker per core (pytest-xdist); PYTEST_ARGS=-n0 runs serially
-PYTEST_ARGS ?= -n auto
+# -n auto: one pytest worker per core (pytest-xdist); --dist worksteal: an idle worker
+# takes queued tests from a busy one, so the long ones do not end the run alone;
+# PYTEST_ARGS=-n0 runs serially
+PYTEST_ARGS ?= -n auto --dist worksteal
 
 .PHONY: all demo test bench lint flash venv clean clean-stubs help
 
