@@ -2,7 +2,7 @@
 
 Two parts.
 
-1. The journal alone, in the MicroPython unix port (`-X heapsize=64k`, journal.py
+1. The journal alone, in the MicroPython unix port (`-X heapsize=96k`, journal.py
    compiled by mpy-cross as on a board), on the NOR flash model of
    drivers/filebdev.py with each board's program unit and datasheet timings: the
    ring is first used once around (filled, acknowledged, its sectors erased in
@@ -150,7 +150,7 @@ def _unix_port(tmp, board, n, cap):
                    "prog": v["FLASH_PROG_SIZE"],
                    "timing": tuple(v["FLASH_PAGE_PROGRAM_US"] + v["FLASH_SECTOR_ERASE_US"])}
     env = dict(os.environ, MICROPYPATH="%s:%s" % (tmp, ROOT / "boards"))
-    proc = subprocess.run([str(BIN / "micropython"), "-X", "heapsize=64k", "-c", code],
+    proc = subprocess.run([str(BIN / "micropython"), "-X", "heapsize=96k", "-c", code],
                           capture_output=True, text=True, env=env, timeout=900)
     if proc.returncode:
         raise RuntimeError("micropython failed:\n" + proc.stdout + proc.stderr)
@@ -266,7 +266,7 @@ def run(quick=False):
                                   0))
     r0 = details[0][1]
     tables = [{
-        "title": "Journal on NOR flash after the ring went round, unix port -X heapsize=64k",
+        "title": "Journal on NOR flash after the ring went round, unix port -X heapsize=96k",
         "columns": ["board file", "program unit", "capacity", "appends", "appends/s",
                     "programs/record", "bytes programmed/record", "erases/record",
                     "flash ms/record typ / max", "batch read records/s"],
