@@ -339,6 +339,7 @@ def dask_client(scheduler: str | None = None, workers: int = 2):
     except ImportError:
         raise ToolError("Dask is not installed: pip install distributed") from None
     if scheduler:
+        _refused_at_once(scheduler)
         try:
             client = Client(scheduler, timeout=5)
         except (OSError, ValueError) as e:  # ValueError: not an address
@@ -351,6 +352,23 @@ def dask_client(scheduler: str | None = None, workers: int = 2):
                            dashboard_address=":0", silence_logs=40)
     with cluster, Client(cluster) as client:
         yield client
+
+
+def _refused_at_once(scheduler: str) -> None:
+    """A tcp:// scheduler whose port refuses the connection is said at once: Dask
+    would retry it for its whole timeout."""
+    import socket
+
+    host, sep, port = scheduler.removeprefix("tcp://").rpartition(":")
+    if not scheduler.startswith("tcp://") or not sep or not port.isdigit():
+        return  # Dask says what is wrong with the address
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except ConnectionRefusedError:
+        raise ToolError(f"cannot reach the Dask scheduler {scheduler}: connection refused "
+                        "(is `dask scheduler` running there?)") from None
+    except OSError:
+        return  # unreachable or slow: Dask's own timeout and message
 
 
 # -- sweeps ----------------------------------------------------------------------------
