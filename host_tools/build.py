@@ -1,7 +1,7 @@
 """Compile the firmware to .mpy with mpy-cross, as a board runs it.
 
-    out = compile_firmware(Path("build/emulator"))            # unix port (bytecode)
-    out = compile_firmware(Path("build/pico"), march="armv6m")
+    out = compile_firmware(build_dir("emulator"))                       # build/unix
+    out = compile_firmware(build_dir("pico_pn532"), march="armv6m")     # build/pico_pn532
 
 Compiling .py at import costs the board's heap (the 64 KB emulator heap
 cannot compile the service module), so boards and the emulated board both
